@@ -1,0 +1,302 @@
+"""Where a job goes next: the rules of SPEC §2 as pure functions.
+
+Each function takes the job as it is (read under a row lock) and returns a
+:class:`Transition`: the new status, the column values to write and the event
+to record. The store applies it with a compare-and-set UPDATE, so these rules
+are the only place that decides an outcome, whichever process observed it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func
+
+from jobqueue.errors import InvalidTransition
+from jobqueue.records import Job
+from jobqueue.states import (
+    ACTION_REQUEST,
+    REQUEST_OUTCOME,
+    REQUEST_TERMINATION,
+    Action,
+    Cause,
+    JobStatus,
+    RequestedAction,
+    TerminationReason,
+    allowed,
+)
+
+S = JobStatus
+MAX_BACKOFF_SECONDS = 3600.0
+
+
+def now() -> Any:
+    """The database clock; every timestamp the core writes comes from it."""
+    return func.now()
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    to_status: JobStatus
+    values: dict[str, Any]
+    action: str
+    reason: str | None = None
+    #: True when a running job only got a request (the API answers 202).
+    is_request: bool = False
+
+
+class StopCause(str, enum.Enum):
+    """Why a worker signalled a job before it exited."""
+
+    PAUSE = "pause"
+    CANCEL = "cancel"
+    FAIL = "fail"
+    SHUTDOWN = "shutdown"
+    LEASE = "lease"  # it could not renew the lease in time
+
+
+@dataclasses.dataclass(frozen=True)
+class Exit:
+    """How a job's process ended, as its worker saw it."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    #: Set when the worker signalled the job before it exited; the cause then
+    #: decides the outcome whatever the exit code (SPEC §2).
+    stopped_for: StopCause | None = None
+    #: Set when the program could not be started at all.
+    spawn_error: str | None = None
+    error_message: str | None = None
+
+
+_LEAVE_RUNNING = {
+    "lease_token": None,
+    "lease_expires_at": None,
+    "requested_action": None,
+    "requested_by": None,
+    "request_reason": None,
+    "request_kill": False,
+}
+_OFF_WORKER = {**_LEAVE_RUNNING, "worker_name": None, "gpu_ids": None}
+
+
+def backoff_seconds(failures: int, base: float) -> float:
+    """Delay before the next attempt after the n-th failure: base × 2^(n−1), ≤ 1 h."""
+    if failures < 1 or base <= 0:
+        return 0.0
+    return min(base * 2 ** min(failures - 1, 30), MAX_BACKOFF_SECONDS)
+
+
+def _finish(reason: TerminationReason, **values: Any) -> dict[str, Any]:
+    return {
+        **_LEAVE_RUNNING,
+        "finished_at": now(),
+        "termination_reason": reason.value,
+        "not_before": None,
+        **values,
+    }
+
+
+def _carry_out_request(job: Job, request: RequestedAction, cause: str) -> Transition:
+    """A running job stops because of a recorded request (or the lease ran out on one)."""
+    status = REQUEST_OUTCOME[request]
+    termination = REQUEST_TERMINATION[request]
+    if termination is None:  # paused: keeps its checkpoint, off its worker
+        return Transition(status, {**_OFF_WORKER}, cause, reason=job.request_reason)
+    values = _finish(termination)
+    if request is RequestedAction.FAIL:
+        values["error_message"] = job.request_reason
+    return Transition(status, values, cause, reason=job.request_reason)
+
+
+def _interrupted(job: Job, cause: Cause, why: str) -> Transition:
+    """Worker died or shut down: not the job's fault; keeps its place, counted apart."""
+    if job.requested_action:
+        return _carry_out_request(job, RequestedAction(job.requested_action), cause.value)
+    count = job.interruptions + 1
+    if count > job.max_interruptions:
+        values = _finish(
+            TerminationReason.MAX_INTERRUPTIONS,
+            interruptions=count,
+            error_message=f"{why}; interrupted {count} times (max_interruptions "
+            f"{job.max_interruptions})",
+        )
+        return Transition(S.FAILED, values, cause.value, reason=why)
+    return Transition(S.QUEUED, {**_OFF_WORKER, "interruptions": count}, cause.value, reason=why)
+
+
+def after_lease_expired(job: Job) -> Transition:
+    return _interrupted(job, Cause.LEASE_EXPIRED, f"lease of worker {job.worker_name} expired")
+
+
+def after_worker_restart(job: Job) -> Transition:
+    return _interrupted(
+        job, Cause.WORKER_RESTART, f"worker {job.worker_name} restarted while it ran"
+    )
+
+
+def after_exit(job: Job, exit: Exit, backoff_base: float) -> Transition:
+    """The job's process ended (or never started)."""
+    base = {"exit_code": exit.exit_code, "signal": exit.signal}
+    if exit.spawn_error is not None:
+        values = _finish(TerminationReason.SPAWN_FAILED, error_message=exit.spawn_error, **base)
+        return Transition(S.FAILED, values, Cause.SPAWN_FAILED.value, reason=exit.spawn_error)
+
+    if exit.stopped_for is StopCause.SHUTDOWN or exit.stopped_for is StopCause.LEASE:
+        why = (
+            f"worker {job.worker_name} shut down"
+            if exit.stopped_for is StopCause.SHUTDOWN
+            else f"worker {job.worker_name} could not renew the lease"
+        )
+        transition = _interrupted(job, Cause.SHUTDOWN, why)
+        return dataclasses.replace(transition, values={**transition.values, **base})
+    if exit.stopped_for is not None:
+        request = RequestedAction(exit.stopped_for.value)
+        transition = _carry_out_request(job, request, Cause.STOPPED.value)
+        return dataclasses.replace(transition, values={**transition.values, **base})
+
+    if exit.exit_code == 0 and exit.signal is None:
+        # Finished work wins, even if a request was on its way.
+        return Transition(
+            S.COMPLETED,
+            _finish(TerminationReason.COMPLETED, error_message=None, **base),
+            Cause.EXIT.value,
+            reason="exit code 0",
+        )
+
+    if job.requested_action:
+        # It failed by itself while a request waited: the person's request is what
+        # they expect to see carried out, rather than a retry they did not want.
+        transition = _carry_out_request(
+            job, RequestedAction(job.requested_action), Cause.EXIT.value
+        )
+        return dataclasses.replace(transition, values={**transition.values, **base})
+
+    if exit.signal is not None:
+        termination, what = TerminationReason.SIGNAL, f"killed by signal {exit.signal}"
+    else:
+        termination, what = TerminationReason.EXIT_CODE, f"exit code {exit.exit_code}"
+    message = exit.error_message or what
+    if job.attempt < job.max_attempts:
+        delay = backoff_seconds(job.attempt, backoff_base)
+        values = {
+            **_OFF_WORKER,
+            **base,
+            "attempt": job.attempt + 1,
+            "not_before": now() + timedelta(seconds=delay),
+            "error_message": message,
+        }
+        return Transition(
+            S.QUEUED,
+            values,
+            Cause.EXIT.value,
+            reason=f"{what}; attempt {job.attempt + 1} of {job.max_attempts} in {delay:g}s",
+        )
+    values = _finish(termination, error_message=message, **base)
+    return Transition(S.FAILED, values, Cause.EXIT.value, reason=what)
+
+
+def for_action(
+    job: Job,
+    action: Action,
+    *,
+    actor: str,
+    lease_valid: bool = False,
+    reason: str | None = None,
+    force: bool = False,
+    from_checkpoint: bool = True,
+    changes: dict[str, Any] | None = None,
+) -> Transition:
+    """An operator's action on a job; raises :class:`InvalidTransition` when refused."""
+    status = job.status
+    if not allowed(action, status):
+        raise InvalidTransition(job.id, status.value, action.value, _refusal(action, status))
+
+    if status is S.RUNNING:
+        if lease_valid:
+            return _request(job, action, actor=actor, reason=reason, force=force)
+        # Nobody holds the job any more: carry the action out now.
+        request = ACTION_REQUEST[action]
+        job = dataclasses.replace(job, request_reason=reason)
+        transition = _carry_out_request(job, request, action.value)
+        return dataclasses.replace(transition, reason=reason or "lease had expired")
+
+    if action is Action.RELEASE:
+        return Transition(S.QUEUED, {"queued_at": now()}, action.value, reason)
+    if action is Action.FORCE_START:
+        values: dict[str, Any] = {"forced_at": job.forced_at or now(), "not_before": None}
+        if status is S.PENDING:
+            values["queued_at"] = now()
+        return Transition(S.QUEUED, values, action.value, reason)
+    if action is Action.PAUSE:
+        return Transition(S.PAUSED, {}, action.value, reason)
+    if action is Action.RESUME:
+        return Transition(S.QUEUED, {"not_before": None}, action.value, reason)
+    if action is Action.CANCEL:
+        return Transition(S.CANCELLED, _finish(TerminationReason.CANCELLED), action.value, reason)
+    if action is Action.MARK_FAILED:
+        values = _finish(TerminationReason.MARKED_FAILED, error_message=reason)
+        return Transition(S.FAILED, values, action.value, reason)
+    if action is Action.RETRY:
+        values = {
+            **_OFF_WORKER,
+            "queued_at": now(),
+            "forced_at": None,
+            "not_before": None,
+            "attempt": 1,
+            "interruptions": 0,
+            "finished_at": None,
+            "termination_reason": None,
+            "exit_code": None,
+            "signal": None,
+            "error_message": None,
+        }
+        if not from_checkpoint:
+            values.update(checkpoint=None, progress=None)
+        why = "from checkpoint" if from_checkpoint and job.checkpoint else "from scratch"
+        return Transition(S.QUEUED, values, action.value, reason or why)
+    if action is Action.PATCH:
+        changes = {k: v for k, v in (changes or {}).items() if getattr(job, k) != v}
+        what = ", ".join(f"{k} {getattr(job, k)} → {v}" for k, v in changes.items())
+        return Transition(status, changes, action.value, what or "no change")
+    raise AssertionError(f"unhandled action {action}")  # pragma: no cover
+
+
+_STRENGTH = {RequestedAction.PAUSE: 0, RequestedAction.CANCEL: 1, RequestedAction.FAIL: 1}
+
+
+def _request(
+    job: Job, action: Action, *, actor: str, reason: str | None, force: bool
+) -> Transition:
+    """Record a request on a running job for its worker to carry out."""
+    new = ACTION_REQUEST[action]
+    current = RequestedAction(job.requested_action) if job.requested_action else None
+    if current is not None and current is not new and _STRENGTH[new] <= _STRENGTH[current]:
+        raise InvalidTransition(
+            job.id,
+            job.status.value,
+            action.value,
+            f"cannot {action.value}: the job is already being stopped to {current.value}",
+        )
+    kill = job.request_kill or force or (new is RequestedAction.CANCEL and current is new)
+    values: dict[str, Any] = {
+        "requested_action": new.value,
+        "requested_by": actor,
+        "request_reason": reason if reason is not None else job.request_reason,
+        "request_kill": kill,
+    }
+    note = reason
+    if kill and not job.request_kill:
+        note = (reason + "; " if reason else "") + "kill now"
+    return Transition(S.RUNNING, values, action.value, note, is_request=True)
+
+
+def _refusal(action: Action, status: JobStatus) -> str:
+    if action is Action.FORCE_START and status is S.PAUSED:
+        return "cannot force-start a paused job: resume it instead"
+    if action is Action.FORCE_START and status is S.RUNNING:
+        return "the job is already running"
+    return f"cannot {action.value} a job that is {status.value}"

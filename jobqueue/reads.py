@@ -1,0 +1,182 @@
+"""Reading jobs as people see them: with queue position and why they wait."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, Engine
+
+from jobqueue import sql
+from jobqueue.errors import InvalidCursor, JobNotFound
+from jobqueue.records import Event, Job, LogLine, MetricPoint, WorkerInfo
+from jobqueue.settings import Settings
+from jobqueue.states import JobStatus
+from jobqueue.waiting import QueueEntry, waiting_reason
+
+
+class Reads:
+    def __init__(self, engine: Engine, settings: Settings):
+        self.engine = engine
+        self.settings = settings
+
+    def get(self, job_id: UUID) -> Job:
+        with self.engine.connect() as conn:
+            row = conn.execute(sql.JOB_BY_ID, {"id": job_id}).mappings().first()
+            if row is None:
+                raise JobNotFound(job_id)
+            return self._with_wait(conn, [Job.from_row(row)])[0]
+
+    def list(
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        pool: str | None = None,
+        name_contains: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Newest first; returns a page and the cursor of the next one (None at the end)."""
+        before = decode_cursor(cursor) if cursor else None
+        query = sql.list_jobs(
+            statuses=statuses,
+            pool=pool,
+            name_contains=name_contains,
+            before=before,
+            limit=limit + 1,
+        )
+        with self.engine.connect() as conn:
+            found = [Job.from_row(r) for r in conn.execute(query).mappings()]
+            page = self._with_wait(conn, found[:limit])
+        next_cursor = encode_cursor(page[-1]) if len(found) > limit else None
+        return page, next_cursor
+
+    def events(self, job_id: UUID) -> list[Event]:
+        with self.engine.connect() as conn:
+            self._require(conn, job_id)
+            return [Event(**r) for r in conn.execute(sql.EVENTS, {"id": job_id}).mappings()]
+
+    def logs(self, job_id: UUID, *, after: int = 0, limit: int = 1000) -> tuple[list[LogLine], int]:
+        """Lines numbered after ``after``; returns them and the number to ask after next."""
+        with self.engine.connect() as conn:
+            self._require(conn, job_id)
+            rows = conn.execute(sql.LOGS_AFTER, {"id": job_id, "after": after, "limit": limit})
+            lines = [LogLine(**r) for r in rows.mappings()]
+        return lines, (lines[-1].n if lines else after)
+
+    def metrics(self, job_id: UUID, *, limit: int = 2000) -> list[MetricPoint]:
+        with self.engine.connect() as conn:
+            self._require(conn, job_id)
+            rows = conn.execute(sql.METRIC_POINTS, {"id": job_id, "limit": limit})
+            return [MetricPoint(**r) for r in rows.mappings()]
+
+    def workers(self) -> list[WorkerInfo]:
+        with self.engine.connect() as conn:
+            return self._workers(conn)
+
+    def queue(self) -> dict[str, list[dict[str, Any]]]:
+        """Every pool's claimable jobs in claim order, with why each waits."""
+        with self.engine.connect() as conn:
+            pools = [r[0] for r in conn.execute(sql.QUEUED_POOLS)]
+            order = self._queue_order(conn, pools)
+            ids = [e.id for entries in order.values() for e in entries]
+            jobs = self._jobs_by_id(conn, ids)
+            waits = {j.id: j for j in self._with_wait(conn, list(jobs.values()), order=order)}
+        return {
+            pool: [
+                {
+                    "id": e.id,
+                    "name": e.name,
+                    "position": e.position,
+                    "gpus": e.gpus,
+                    "priority": e.priority,
+                    "forced": e.forced,
+                    "waiting_reason": waits[e.id].waiting_reason if e.id in waits else None,
+                }
+                for e in entries
+            ]
+            for pool, entries in sorted(order.items())
+        }
+
+    # -- helpers --------------------------------------------------------------
+
+    def _require(self, conn: Connection, job_id: UUID) -> None:
+        if conn.execute(sql.JOB_BY_ID, {"id": job_id}).first() is None:
+            raise JobNotFound(job_id)
+
+    def _jobs_by_id(self, conn: Connection, ids: Sequence[UUID]) -> dict[UUID, Job]:
+        if not ids:
+            return {}
+        rows = conn.execute(sql.JOBS_BY_IDS, {"ids": list(ids)})
+        return {j.id: j for j in (Job.from_row(r) for r in rows.mappings())}
+
+    def _workers(self, conn: Connection) -> list[WorkerInfo]:
+        rows = conn.execute(sql.WORKERS, {"alive_seconds": self.settings.worker_alive_seconds})
+        return [
+            WorkerInfo(**{k: v for k, v in r.items() if k in WorkerInfo.__dataclass_fields__})
+            for r in rows.mappings()
+        ]
+
+    def _queue_order(self, conn: Connection, pools: Sequence[str]) -> dict[str, list[QueueEntry]]:
+        order: dict[str, list[QueueEntry]] = defaultdict(list)
+        if pools:
+            for r in conn.execute(sql.QUEUE_ORDER, {"pools": list(pools)}).mappings():
+                order[r["pool"]].append(QueueEntry(**r))
+        return order
+
+    def _with_wait(
+        self,
+        conn: Connection,
+        jobs: list[Job],
+        *,
+        order: dict[str, list[QueueEntry]] | None = None,
+    ) -> list[Job]:
+        """Fill queue_position and waiting_reason of pending and queued jobs."""
+        waiting = [j for j in jobs if j.status in (JobStatus.PENDING, JobStatus.QUEUED)]
+        waiting_ids = {j.id for j in waiting}
+        if not waiting:
+            return jobs
+        if order is None:
+            pools = sorted({j.pool for j in waiting if j.status is JobStatus.QUEUED})
+            order = self._queue_order(conn, pools)
+        positions = {e.id: e.position for entries in order.values() for e in entries}
+        live = [w for w in self._workers(conn) if w.alive]
+        now = conn.execute(sql.DB_NOW).scalar_one()
+        return [
+            j.with_wait(
+                positions.get(j.id),
+                waiting_reason(
+                    j,
+                    now=now,
+                    position=positions.get(j.id),
+                    pool_queue=order.get(j.pool, []),
+                    workers=live,
+                ),
+            )
+            if j.id in waiting_ids
+            else j
+            for j in jobs
+        ]
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, job_id = json.loads(raw)
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        return when, UUID(job_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("cursor is not one this API handed out") from exc

@@ -1,0 +1,186 @@
+"""Plain records the core hands out: a job row, and what people see of it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from jobqueue.states import JobStatus
+
+#: Fields of the job object in SPEC §3, in the order the API shows them.
+PUBLIC_FIELDS = (
+    "id", "name", "kind", "config", "status", "pool", "gpus", "priority", "forced",
+    "queue_position", "waiting_reason", "not_before", "attempt", "max_attempts",
+    "interruptions", "max_interruptions", "progress", "checkpoint", "worker",
+    "requested_action", "termination_reason", "exit_code", "signal", "error_message",
+    "log_tail", "idempotency_key", "created_at", "queued_at", "started_at", "finished_at",
+    "updated_at",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One row of ``jobs``. ``queue_position``/``waiting_reason`` are filled by reads."""
+
+    id: UUID
+    name: str
+    kind: str
+    config: dict[str, Any]
+    status: JobStatus
+    pool: str
+    gpus: int
+    priority: int
+    forced_at: datetime | None
+    queued_at: datetime
+    not_before: datetime | None
+    attempt: int
+    max_attempts: int
+    interruptions: int
+    max_interruptions: int
+    progress: dict[str, Any] | None
+    checkpoint: dict[str, Any] | None
+    worker_name: str | None
+    gpu_ids: list[int] | None
+    lease_token: UUID | None
+    lease_expires_at: datetime | None
+    requested_action: str | None
+    requested_by: str | None
+    request_reason: str | None
+    request_kill: bool
+    termination_reason: str | None
+    exit_code: int | None
+    signal: int | None
+    error_message: str | None
+    log_tail: list[str] | None
+    log_count: int
+    idempotency_key: str | None
+    request_fingerprint: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    queue_position: int | None = None
+    waiting_reason: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        values = {f.name: row[f.name] for f in _ROW_FIELDS}
+        values["status"] = JobStatus(values["status"])
+        return cls(**values)
+
+    @property
+    def forced(self) -> bool:
+        return self.forced_at is not None
+
+    def with_wait(self, position: int | None, reason: str | None) -> Job:
+        return dataclasses.replace(self, queue_position=position, waiting_reason=reason)
+
+    def public(self) -> dict[str, Any]:
+        """The job object of SPEC §3 (JSON-ready apart from datetimes and the UUID)."""
+        out: dict[str, Any] = {}
+        for name in PUBLIC_FIELDS:
+            if name == "forced":
+                out[name] = self.forced
+            elif name == "worker":
+                out[name] = (
+                    {"name": self.worker_name, "gpu_ids": list(self.gpu_ids or [])}
+                    if self.worker_name
+                    else None
+                )
+            elif name == "status":
+                out[name] = self.status.value
+            else:
+                out[name] = getattr(self, name)
+        return out
+
+
+_ROW_FIELDS = [
+    f for f in dataclasses.fields(Job) if f.name not in ("queue_position", "waiting_reason")
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    at: datetime
+    from_status: str | None
+    to_status: str
+    action: str
+    actor: str
+    reason: str | None
+
+    def public(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogLine:
+    n: int
+    stream: str
+    text: str
+    at: datetime
+
+    def public(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricPoint:
+    step: int | None
+    at: datetime
+    metrics: dict[str, Any]
+
+    def public(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """A worker's heartbeat row, as people and the waiting reasons see it."""
+
+    name: str
+    hostname: str
+    pools: list[str]
+    kinds: list[str]
+    gpu_total: int
+    gpu_free: int
+    devices: list[dict[str, Any]]
+    started_at: datetime
+    last_heartbeat_at: datetime
+    stopped_at: datetime | None
+    alive: bool
+    running_jobs: list[UUID]
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "hostname": self.hostname,
+            "pools": self.pools,
+            "kinds": self.kinds,
+            "gpus": {"total": self.gpu_total, "free": self.gpu_free, "devices": self.devices},
+            "last_heartbeat_at": self.last_heartbeat_at,
+            "alive": self.alive,
+            "running_jobs": self.running_jobs,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Claimed:
+    """A job a worker just claimed: what it needs to run it and to write about it."""
+
+    job: Job
+
+    @property
+    def id(self) -> UUID:
+        return self.job.id
+
+    @property
+    def lease_token(self) -> UUID:
+        assert self.job.lease_token is not None
+        return self.job.lease_token
+
+    @property
+    def gpu_ids(self) -> list[int]:
+        return list(self.job.gpu_ids or [])

@@ -1,0 +1,200 @@
+"""The tables, as SQLAlchemy Core metadata.
+
+Alembic migrations are the schema's only source; this module describes the
+same schema for the code and for the test that proves the two agree
+(``tests/test_migrations.py``). Change both together.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+from jobqueue.states import JobStatus, RequestedAction, TerminationReason
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+job_status = Enum(
+    *[s.value for s in JobStatus],
+    name="job_status",
+    metadata=metadata,
+    create_type=False,
+)
+
+_FINISHED = "('completed', 'failed', 'cancelled')"
+_REQUESTS = ", ".join(f"'{r.value}'" for r in RequestedAction)
+_TERMINATIONS = ", ".join(f"'{t.value}'" for t in TerminationReason)
+
+
+def _ts(name: str, **kw) -> Column:
+    return Column(name, DateTime(timezone=True), **kw)
+
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("name", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("config", JSONB, nullable=False),
+    Column("status", job_status, nullable=False),
+    Column("pool", Text, nullable=False),
+    Column("gpus", Integer, nullable=False),
+    Column("priority", Integer, nullable=False),
+    # Set by force-start; forced jobs are claimed first, in the order forced.
+    _ts("forced_at"),
+    _ts("queued_at", nullable=False),
+    _ts("not_before"),
+    Column("attempt", Integer, nullable=False, server_default=text("1")),
+    Column("max_attempts", Integer, nullable=False),
+    Column("interruptions", Integer, nullable=False, server_default=text("0")),
+    Column("max_interruptions", Integer, nullable=False),
+    Column("progress", JSONB),
+    Column("checkpoint", JSONB),
+    Column("worker_name", Text),
+    Column("gpu_ids", ARRAY(Integer)),
+    # Fencing: every write a worker makes about a running job must match it.
+    Column("lease_token", UUID(as_uuid=True)),
+    _ts("lease_expires_at"),
+    Column("requested_action", Text),
+    Column("requested_by", Text),
+    Column("request_reason", Text),
+    # A second cancel or a forced one: the worker kills without a grace period.
+    Column("request_kill", Boolean, nullable=False, server_default=text("false")),
+    Column("termination_reason", Text),
+    Column("exit_code", Integer),
+    Column("signal", Integer),
+    Column("error_message", Text),
+    Column("log_tail", JSONB),
+    # Number of the last log line written; lines are numbered from 1.
+    Column("log_count", BigInteger, nullable=False, server_default=text("0")),
+    Column("idempotency_key", Text, unique=True),
+    # Hash of the submit body, so a repeated key with another body is refused.
+    Column("request_fingerprint", Text),
+    _ts("created_at", nullable=False, server_default=text("now()")),
+    _ts("started_at"),
+    _ts("finished_at"),
+    _ts("updated_at", nullable=False, server_default=text("now()")),
+    CheckConstraint("gpus BETWEEN 0 AND 64", name="gpus_range"),
+    CheckConstraint("priority BETWEEN 0 AND 100", name="priority_range"),
+    CheckConstraint("attempt BETWEEN 1 AND max_attempts", name="attempt_range"),
+    CheckConstraint("max_attempts BETWEEN 1 AND 100", name="max_attempts_range"),
+    CheckConstraint("interruptions >= 0", name="interruptions_range"),
+    CheckConstraint("max_interruptions BETWEEN 0 AND 1000", name="max_interruptions_range"),
+    CheckConstraint(
+        "status <> 'running' OR (lease_token IS NOT NULL AND lease_expires_at IS NOT NULL"
+        " AND worker_name IS NOT NULL AND started_at IS NOT NULL)",
+        name="running_has_lease",
+    ),
+    CheckConstraint("status = 'running' OR lease_token IS NULL", name="lease_only_when_running"),
+    CheckConstraint(
+        f"requested_action IS NULL OR (status = 'running' AND requested_action IN ({_REQUESTS}))",
+        name="request_only_when_running",
+    ),
+    CheckConstraint(
+        f"(status IN {_FINISHED}) = (finished_at IS NOT NULL)", name="finished_iff_finished_at"
+    ),
+    CheckConstraint(
+        f"(status IN {_FINISHED}) = (termination_reason IS NOT NULL)"
+        f" AND (termination_reason IS NULL OR termination_reason IN ({_TERMINATIONS}))",
+        name="finished_iff_termination_reason",
+    ),
+)
+
+# Serves the claim query: only queued rows, already in claim order.
+Index(
+    "ix_jobs_claim_order",
+    jobs.c.forced_at.asc().nulls_last(),
+    jobs.c.priority.desc(),
+    jobs.c.queued_at,
+    jobs.c.id,
+    postgresql_where=text("status = 'queued'"),
+)
+Index("ix_jobs_created", jobs.c.created_at.desc(), jobs.c.id.desc())
+Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at.desc(), jobs.c.id.desc())
+Index(
+    "ix_jobs_lease_expiry",
+    jobs.c.lease_expires_at,
+    postgresql_where=text("status = 'running'"),
+)
+Index("ix_jobs_finished", jobs.c.finished_at, postgresql_where=text("finished_at IS NOT NULL"))
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("job_id", UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    _ts("at", nullable=False, server_default=text("now()")),
+    Column("from_status", job_status),
+    Column("to_status", job_status, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text),
+)
+Index("ix_job_events_job", job_events.c.job_id, job_events.c.id)
+
+job_logs = Table(
+    "job_logs",
+    metadata,
+    Column(
+        "job_id",
+        UUID(as_uuid=True),
+        ForeignKey("jobs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("n", BigInteger, primary_key=True),
+    Column("stream", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    _ts("at", nullable=False, server_default=text("now()")),
+)
+
+job_metrics = Table(
+    "job_metrics",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("job_id", UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("step", BigInteger),
+    _ts("at", nullable=False, server_default=text("now()")),
+    Column("metrics", JSONB, nullable=False),
+)
+Index("ix_job_metrics_job", job_metrics.c.job_id, job_metrics.c.id)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("hostname", Text, nullable=False),
+    Column("pools", ARRAY(Text), nullable=False),
+    Column("kinds", ARRAY(Text), nullable=False),
+    Column("gpu_total", Integer, nullable=False),
+    Column("gpu_free", Integer, nullable=False),
+    # Per-device detail for people: id, name, utilization, memory.
+    Column("devices", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    _ts("started_at", nullable=False, server_default=text("now()")),
+    _ts("last_heartbeat_at", nullable=False, server_default=text("now()")),
+    # Set when the worker stops cleanly, so it is not shown alive until it expires.
+    _ts("stopped_at"),
+)

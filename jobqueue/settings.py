@@ -1,0 +1,57 @@
+"""Settings from the environment (SPEC §5)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_state_dir() -> Path:
+    """Per-user folder for the worker's state and `jobqueue up`'s database."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("jobqueue"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JOBQUEUE_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "JOBQUEUE_DATABASE_URL")
+    )
+    api_tokens: str = ""
+    auth: Literal["on", "off"] = "on"
+    lease_seconds: float = Field(default=60, gt=0)
+    heartbeat_seconds: float = Field(default=10, gt=0)
+    sweep_seconds: float = Field(default=5, gt=0)
+    grace_seconds: float = Field(default=30, ge=0)
+    retry_backoff_seconds: float = Field(default=30, ge=0)
+    checkpoint_root: Path | None = None
+    state_dir: Path = Field(default_factory=default_state_dir)
+    #: Finished jobs older than this are pruned with their events, logs and metrics.
+    prune_after_days: float = Field(default=30, gt=0)
+    #: Log lines kept per job; older lines are dropped first.
+    log_max_lines: int = Field(default=10_000, ge=20)
+    #: Metric points kept per job; older points are dropped first.
+    metrics_max_points: int = Field(default=5_000, ge=10)
+
+    @property
+    def worker_alive_seconds(self) -> float:
+        """How long after its last heartbeat a worker still counts as alive."""
+        return max(3 * self.heartbeat_seconds, 15.0)
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise SystemExit(
+                "DATABASE_URL is not set: point it at the jobqueue PostgreSQL database."
+            )
+        return self.database_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,87 @@
+"""What callers may ask for, validated once (SPEC §3).
+
+The API uses these same models for request validation and for its OpenAPI
+document; the CLI and in-process callers go through them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+MAX_CONFIG_BYTES = 256 * 1024
+
+Kind = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
+PoolName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+]
+
+
+class ConfigTooLarge(ValueError):
+    """The job's config is over 256 KiB serialized."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class JobSpec(_Strict):
+    """The body of a submit."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    kind: Kind
+    config: dict[str, Any] = Field(default_factory=dict)
+    gpus: int = Field(default=1, ge=0, le=64)
+    pool: PoolName = "default"
+    priority: int = Field(default=50, ge=0, le=100)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    max_interruptions: int = Field(default=10, ge=0, le=1000)
+    hold: bool = False
+    # Not strict: JSON carries datetimes as strings; a naive time is refused.
+    not_before: Annotated[AwareDatetime | None, Field(strict=False)] = None
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+    @field_validator("config")
+    @classmethod
+    def _config_size(cls, config: dict[str, Any]) -> dict[str, Any]:
+        if len(config_json(config).encode()) > MAX_CONFIG_BYTES:
+            raise ConfigTooLarge(f"config is over {MAX_CONFIG_BYTES // 1024} KiB serialized")
+        return config
+
+    def fingerprint(self) -> str:
+        """Identifies the request, so a reused idempotency key with another body is caught."""
+        body = self.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class JobPatch(_Strict):
+    """Fields of a pending or queued job that may change without losing its place."""
+
+    priority: int | None = Field(default=None, ge=0, le=100)
+    pool: PoolName | None = None
+
+
+class CancelBody(_Strict):
+    force: bool = False
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class MarkFailedBody(_Strict):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class RetryBody(_Strict):
+    from_checkpoint: bool = True
+
+
+class EmptyBody(_Strict):
+    """Actions that take no options accept an empty object."""
+
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+def config_json(config: dict[str, Any]) -> str:
+    return json.dumps(config, separators=(",", ":"), ensure_ascii=False)

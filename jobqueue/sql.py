@@ -1,0 +1,308 @@
+"""Every runtime statement of jobqueue, named, each with one line on what it does.
+
+``api/`` and ``worker/`` hold no SQL; the core modules use these statements.
+Statements take the database clock (``now()``) for every time they compare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Select, Update, select, text, tuple_, update
+
+from jobqueue.schema import job_logs, jobs
+from jobqueue.states import JobStatus
+
+# Submit a job; with an idempotency_key already used, inserts nothing.
+INSERT_JOB = text("""
+    INSERT INTO jobs (name, kind, config, status, pool, gpus, priority, queued_at, not_before,
+                      max_attempts, max_interruptions, idempotency_key, request_fingerprint)
+    VALUES (:name, :kind, CAST(:config AS jsonb), CAST(:status AS job_status), :pool, :gpus,
+            :priority, now(), :not_before, :max_attempts, :max_interruptions,
+            :idempotency_key, :request_fingerprint)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING *
+""")
+
+# The job holding an idempotency key.
+JOB_BY_IDEMPOTENCY_KEY = text("SELECT * FROM jobs WHERE idempotency_key = :key")
+
+# One job.
+JOB_BY_ID = text("SELECT * FROM jobs WHERE id = :id")
+
+# Several jobs.
+JOBS_BY_IDS = text("SELECT * FROM jobs WHERE id = ANY(:ids)")
+
+# The database clock, which decides every comparison of times.
+DB_NOW = text("SELECT now()")
+
+# One job, locked for a transition; says whether its lease is still valid.
+LOCK_JOB = text("""
+    SELECT *, (lease_expires_at IS NOT NULL AND lease_expires_at > now()) AS lease_valid
+    FROM jobs WHERE id = :id FOR UPDATE
+""")
+
+# A running job, locked, only if the caller still holds its lease (fencing).
+LOCK_LEASED_JOB = text("""
+    SELECT * FROM jobs
+    WHERE id = :id AND lease_token = :token AND status = 'running'
+    FOR UPDATE
+""")
+
+# Record one event of a job's history.
+INSERT_EVENT = text("""
+    INSERT INTO job_events (job_id, from_status, to_status, action, actor, reason)
+    VALUES (:job_id, CAST(:from_status AS job_status), CAST(:to_status AS job_status),
+            :action, :actor, :reason)
+""")
+
+# A job's events, oldest first.
+EVENTS = text("""
+    SELECT at, from_status::text AS from_status, to_status::text AS to_status, action, actor,
+           reason
+    FROM job_events WHERE job_id = :id ORDER BY id
+""")
+
+# Claim candidates: claimable queued jobs of these pools and kinds, in claim order, locked.
+CLAIM_CANDIDATES = text("""
+    SELECT id, gpus, forced_at IS NOT NULL AS forced
+    FROM jobs
+    WHERE status = 'queued' AND pool = ANY(:pools) AND kind = ANY(:kinds)
+      AND (not_before IS NULL OR not_before <= now())
+    ORDER BY forced_at ASC NULLS LAST, priority DESC, queued_at, id
+    LIMIT :scan
+    FOR UPDATE SKIP LOCKED
+""")
+
+# Start the chosen jobs on a worker: each gets a fresh lease token; one claim event each.
+CLAIM_JOBS = text("""
+    WITH chosen AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:assignments AS jsonb))
+            AS a(id uuid, gpu_ids int[])
+    ), started AS (
+        UPDATE jobs j
+        SET status = 'running', worker_name = :worker, gpu_ids = chosen.gpu_ids,
+            lease_token = gen_random_uuid(),
+            lease_expires_at = now() + make_interval(secs => :lease_seconds),
+            started_at = now(), updated_at = now(), not_before = NULL
+        FROM chosen
+        WHERE j.id = chosen.id AND j.status = 'queued'
+        RETURNING j.*
+    ), logged AS (
+        INSERT INTO job_events (job_id, from_status, to_status, action, actor, reason)
+        SELECT id, 'queued', 'running', 'claim', :actor,
+               'GPUs [' || array_to_string(gpu_ids, ',') || ']'
+        FROM started
+    )
+    SELECT * FROM started
+""")
+
+# Extend the leases a worker still holds; returns the ones renewed and their requests.
+RENEW_LEASES = text("""
+    UPDATE jobs j
+    SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS held(id, token)
+    WHERE j.id = held.id AND j.lease_token = held.token AND j.status = 'running'
+      AND j.lease_expires_at > now()
+    RETURNING j.id, j.requested_action, j.request_kill
+""")
+
+# Store a running job's progress (fenced by its lease token).
+UPDATE_PROGRESS = text("""
+    UPDATE jobs SET progress = CAST(:progress AS jsonb) || jsonb_build_object('updated_at', now()),
+                    updated_at = now()
+    WHERE id = :id AND lease_token = :token AND status = 'running'
+    RETURNING id
+""")
+
+# Add a metrics point to a job's chart.
+INSERT_METRICS = text("""
+    INSERT INTO job_metrics (job_id, step, metrics) VALUES (:id, :step, CAST(:metrics AS jsonb))
+    RETURNING id
+""")
+
+# Keep only the newest :keep metric points of a job.
+TRIM_METRICS = text("""
+    DELETE FROM job_metrics WHERE job_id = :id AND id <= :newest - :keep
+""")
+
+# Record a running job's latest checkpoint (fenced).
+UPDATE_CHECKPOINT = text("""
+    UPDATE jobs
+    SET checkpoint = jsonb_build_object('uri', CAST(:uri AS text), 'step', CAST(:step AS bigint),
+                                        'at', now()),
+        updated_at = now()
+    WHERE id = :id AND lease_token = :token AND status = 'running'
+    RETURNING id
+""")
+
+# Append log lines to a running job (fenced), numbering them after the last one.
+APPEND_LOGS = text("""
+    WITH counted AS (
+        UPDATE jobs SET log_count = log_count + :count
+        WHERE id = :id AND lease_token = :token AND status = 'running'
+        RETURNING log_count
+    )
+    INSERT INTO job_logs (job_id, n, stream, text)
+    SELECT :id, counted.log_count - :count + line.ord, line.stream, line.text
+    FROM counted,
+         unnest(CAST(:streams AS text[]), CAST(:texts AS text[])) WITH ORDINALITY
+             AS line(stream, text, ord)
+    RETURNING n
+""")
+
+# Drop a job's log lines older than the newest :keep.
+TRIM_LOGS = text("DELETE FROM job_logs WHERE job_id = :id AND n <= :newest - :keep")
+
+# Log lines after line :after.
+LOGS_AFTER = text("""
+    SELECT n, stream, text, at FROM job_logs
+    WHERE job_id = :id AND n > :after ORDER BY n LIMIT :limit
+""")
+
+# A job's metric points, oldest first (the newest :limit).
+METRIC_POINTS = text("""
+    SELECT step, at, metrics FROM (
+        SELECT id, step, at, metrics FROM job_metrics WHERE job_id = :id
+        ORDER BY id DESC LIMIT :limit
+    ) newest ORDER BY id
+""")
+
+# Running jobs whose lease has expired, oldest first, locked for the sweep.
+EXPIRED_LEASES = text("""
+    SELECT * FROM jobs
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT :batch
+    FOR UPDATE SKIP LOCKED
+""")
+
+# Running jobs a worker left behind under leases it no longer holds.
+ORPHANED_JOBS = text("""
+    SELECT * FROM jobs
+    WHERE status = 'running' AND worker_name = :worker
+      AND NOT (lease_token = ANY(CAST(:keep AS uuid[])))
+    FOR UPDATE SKIP LOCKED
+""")
+
+# Claimable queued jobs of some pools, ranked per pool in claim order.
+QUEUE_ORDER = text("""
+    SELECT id, name, pool, kind, gpus, priority, forced_at IS NOT NULL AS forced,
+           row_number() OVER (
+               PARTITION BY pool ORDER BY forced_at ASC NULLS LAST, priority DESC, queued_at, id
+           ) AS position
+    FROM jobs
+    WHERE status = 'queued' AND pool = ANY(:pools)
+      AND (not_before IS NULL OR not_before <= now())
+    ORDER BY pool, position
+""")
+
+# Pools that have claimable queued jobs.
+QUEUED_POOLS = text("""
+    SELECT DISTINCT pool FROM jobs
+    WHERE status = 'queued' AND (not_before IS NULL OR not_before <= now())
+""")
+
+# Register a worker or refresh its heartbeat row.
+UPSERT_WORKER = text("""
+    INSERT INTO workers (name, hostname, pools, kinds, gpu_total, gpu_free, devices,
+                         started_at, last_heartbeat_at, stopped_at)
+    VALUES (:name, :hostname, :pools, :kinds, :gpu_total, :gpu_free, CAST(:devices AS jsonb),
+            now(), now(), NULL)
+    ON CONFLICT (name) DO UPDATE
+    SET hostname = EXCLUDED.hostname, pools = EXCLUDED.pools, kinds = EXCLUDED.kinds,
+        gpu_total = EXCLUDED.gpu_total, gpu_free = EXCLUDED.gpu_free,
+        devices = EXCLUDED.devices, last_heartbeat_at = now(), stopped_at = NULL,
+        started_at = CASE WHEN :restarted THEN now() ELSE workers.started_at END
+""")
+
+# Mark a worker as stopped cleanly.
+STOP_WORKER = text("UPDATE workers SET stopped_at = now() WHERE name = :name")
+
+# Every worker with whether it is alive and the jobs it runs.
+WORKERS = text("""
+    SELECT w.*,
+           (w.stopped_at IS NULL
+            AND w.last_heartbeat_at > now() - make_interval(secs => :alive_seconds)) AS alive,
+           COALESCE(ARRAY(SELECT j.id FROM jobs j
+                          WHERE j.status = 'running' AND j.worker_name = w.name
+                          ORDER BY j.started_at), '{}') AS running_jobs
+    FROM workers w ORDER BY w.name
+""")
+
+# Finished jobs older than the cut-off (their events, logs and metrics go with them).
+PRUNE_FINISHED = text("""
+    WITH doomed AS (
+        SELECT id FROM jobs
+        WHERE finished_at IS NOT NULL AND finished_at < now() - make_interval(secs => :age_seconds)
+        ORDER BY finished_at
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id
+""")
+
+# Workers that stopped or went silent long ago.
+PRUNE_WORKERS = text("""
+    DELETE FROM workers
+    WHERE last_heartbeat_at < now() - make_interval(secs => :age_seconds)
+      AND NOT EXISTS (SELECT 1 FROM jobs WHERE status = 'running' AND worker_name = workers.name)
+""")
+
+
+def transition_update(
+    job_id: UUID,
+    from_status: JobStatus,
+    to_status: JobStatus,
+    values: dict[str, Any],
+    *,
+    capture_log_tail: bool,
+) -> Update:
+    """The compare-and-set UPDATE of one transition: applies only if the status is unchanged.
+
+    With ``capture_log_tail`` the job's last 20 log lines are copied onto the row.
+    """
+    values = {**values, "status": to_status.value, "updated_at": text("now()")}
+    if capture_log_tail:
+        newest = (
+            select(job_logs.c.n, job_logs.c.text)
+            .where(job_logs.c.job_id == job_id)
+            .order_by(job_logs.c.n.desc())
+            .limit(20)
+            .subquery()
+        )
+        values["log_tail"] = (
+            select(text("COALESCE(jsonb_agg(text ORDER BY n), '[]'::jsonb)"))
+            .select_from(newest)
+            .scalar_subquery()
+        )
+    return (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == from_status.value)
+        .values(**values)
+        .returning(*jobs.c)
+    )
+
+
+def list_jobs(
+    *,
+    statuses: Iterable[str] | None,
+    pool: str | None,
+    name_contains: str | None,
+    before: tuple[Any, UUID] | None,
+    limit: int,
+) -> Select:
+    """Newest first, filtered; ``before`` is the (created_at, id) of the last row seen."""
+    query = select(jobs)
+    if statuses:
+        query = query.where(jobs.c.status.in_(list(statuses)))
+    if pool is not None:
+        query = query.where(jobs.c.pool == pool)
+    if name_contains:
+        escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(jobs.c.name.ilike(f"%{escaped}%", escape="\\"))
+    if before is not None:
+        query = query.where(tuple_(jobs.c.created_at, jobs.c.id) < tuple_(*before))
+    return query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)

@@ -1,0 +1,129 @@
+"""The job state machine, written down once.
+
+The SQL guards in :mod:`jobqueue.sql` and the API's 409 answers both read
+:data:`ALLOWED_FROM`, and the database mirrors :class:`JobStatus` as an enum
+type, so a state cannot exist in one place and not another.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is. Each comment says who moves a job out of the state."""
+
+    #: Submitted with ``hold``; never claimed. Left by an operator: release,
+    #: force-start, pause, cancel or mark-failed.
+    PENDING = "pending"
+    #: Eligible to run. Left when a worker claims it, or by an operator:
+    #: pause, cancel or mark-failed.
+    QUEUED = "queued"
+    #: Claimed by one worker holding a lease. Left by that worker (the process
+    #: ended, it was stopped on request, or the worker shut down) or by the
+    #: lease sweep when the lease expired.
+    RUNNING = "running"
+    #: Stopped by a user, keeps its checkpoint. Left by an operator: resume,
+    #: cancel or mark-failed.
+    PAUSED = "paused"
+    #: Finished successfully. Final; only pruning removes it.
+    COMPLETED = "completed"
+    #: Finished unsuccessfully. Left only by retry (or pruning).
+    FAILED = "failed"
+    #: Stopped for good by a user. Left only by retry (or pruning).
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Action(str, enum.Enum):
+    """What a person (through the API or CLI) asks of a job."""
+
+    RELEASE = "release"
+    FORCE_START = "force-start"
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    MARK_FAILED = "mark-failed"
+    RETRY = "retry"
+    PATCH = "patch"
+
+
+S = JobStatus
+
+#: The statuses each action is accepted from. Anything else is refused (409).
+ALLOWED_FROM: dict[Action, frozenset[JobStatus]] = {
+    Action.RELEASE: frozenset({S.PENDING}),
+    Action.FORCE_START: frozenset({S.PENDING, S.QUEUED}),
+    Action.PAUSE: frozenset({S.PENDING, S.QUEUED, S.RUNNING}),
+    Action.RESUME: frozenset({S.PAUSED}),
+    Action.CANCEL: frozenset({S.PENDING, S.QUEUED, S.PAUSED, S.RUNNING}),
+    Action.MARK_FAILED: frozenset({S.PENDING, S.QUEUED, S.PAUSED, S.RUNNING}),
+    Action.RETRY: frozenset({S.FAILED, S.CANCELLED}),
+    Action.PATCH: frozenset({S.PENDING, S.QUEUED}),
+}
+
+
+class RequestedAction(str, enum.Enum):
+    """A request recorded on a running job for its worker to carry out."""
+
+    PAUSE = "pause"
+    CANCEL = "cancel"
+    FAIL = "fail"
+
+
+#: The status a running job ends in once its worker carried out the request.
+REQUEST_OUTCOME: dict[RequestedAction, JobStatus] = {
+    RequestedAction.PAUSE: S.PAUSED,
+    RequestedAction.CANCEL: S.CANCELLED,
+    RequestedAction.FAIL: S.FAILED,
+}
+
+#: The request an action on a running job turns into.
+ACTION_REQUEST: dict[Action, RequestedAction] = {
+    Action.PAUSE: RequestedAction.PAUSE,
+    Action.CANCEL: RequestedAction.CANCEL,
+    Action.MARK_FAILED: RequestedAction.FAIL,
+}
+
+
+class TerminationReason(str, enum.Enum):
+    """What ended a finished job's last attempt."""
+
+    COMPLETED = "completed"
+    EXIT_CODE = "exit_code"
+    SIGNAL = "signal"
+    CANCELLED = "cancelled"
+    MARKED_FAILED = "marked_failed"
+    MAX_INTERRUPTIONS = "max_interruptions"
+    SPAWN_FAILED = "spawn_failed"
+
+
+#: Termination reason of a job finished by carrying out a request.
+REQUEST_TERMINATION: dict[RequestedAction, TerminationReason | None] = {
+    RequestedAction.PAUSE: None,
+    RequestedAction.CANCEL: TerminationReason.CANCELLED,
+    RequestedAction.FAIL: TerminationReason.MARKED_FAILED,
+}
+
+
+class Cause(str, enum.Enum):
+    """Event names for transitions nobody asked for through the API."""
+
+    SUBMIT = "submit"
+    CLAIM = "claim"
+    EXIT = "exit"
+    SPAWN_FAILED = "spawn_failed"
+    STOPPED = "stopped"
+    SHUTDOWN = "shutdown"
+    LEASE_EXPIRED = "lease_expired"
+    WORKER_RESTART = "worker_restart"
+
+
+def allowed(action: Action, status: JobStatus) -> bool:
+    return status in ALLOWED_FROM[action]

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+
+from jobqueue.db import make_engine
+from jobqueue.leases import WorkerIdentity, WorkerStore
+from jobqueue.queue import JobQueue
+from jobqueue.settings import Settings
+from jobqueue.specs import JobSpec
+from tests.pg import DatabaseFactory, postgres_server
+
+
+@pytest.fixture(scope="session")
+def databases() -> Iterator[DatabaseFactory]:
+    with postgres_server() as server_url:
+        factory = DatabaseFactory(server_url)
+        try:
+            yield factory
+        finally:
+            factory.close()
+
+
+@pytest.fixture
+def database_url(databases: DatabaseFactory) -> Iterator[str]:
+    """A fresh, migrated database for this test alone."""
+    url = databases.create()
+    try:
+        yield url
+    finally:
+        databases.drop(url)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        lease_seconds=30,
+        heartbeat_seconds=1,
+        retry_backoff_seconds=30,
+        state_dir="/nonexistent",
+    )
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url, pool_size=10)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def queue(engine: Engine, settings: Settings) -> JobQueue:
+    return JobQueue(engine, settings)
+
+
+@pytest.fixture
+def store(engine: Engine, settings: Settings) -> WorkerStore:
+    return WorkerStore(engine, settings)
+
+
+@pytest.fixture
+def worker(store: WorkerStore) -> WorkerIdentity:
+    """A live worker with 4 GPUs that knows kind ``train`` in pool ``default``."""
+    identity = WorkerIdentity(
+        name="gpu-a", pools=("default",), kinds=("train",), gpu_ids=(0, 1, 2, 3)
+    )
+    store.heartbeat_worker(identity, free_gpus=4)
+    return identity
+
+
+def spec(**overrides) -> JobSpec:
+    body = {"name": "resnet", "kind": "train", "config": {"lr": 0.1}}
+    body.update(overrides)
+    return JobSpec.model_validate(body)
