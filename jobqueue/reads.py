@@ -33,7 +33,7 @@ class Reads:
                 raise JobNotFound(job_id)
             return self._with_wait(conn, [Job.from_row(row)])[0]
 
-    def list(
+    def list_jobs(
         self,
         *,
         statuses: Sequence[str] | None = None,

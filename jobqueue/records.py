@@ -66,7 +66,7 @@ class Job:
     waiting_reason: str | None = None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Job:
+    def from_row(cls, row: Mapping[Any, Any]) -> Job:
         values = {f.name: row[f.name] for f in _ROW_FIELDS}
         values["status"] = JobStatus(values["status"])
         return cls(**values)

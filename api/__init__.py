@@ -1,0 +1,1 @@
+"""The REST API and web monitor of jobqueue (Flask, served by gunicorn)."""

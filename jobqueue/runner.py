@@ -1,0 +1,157 @@
+"""Claim and run jobs in-process with N concurrent slots.
+
+The loop every claimer shares: claim what fits the free slots and GPUs in one
+short transaction, run each job on a thread, record how it ended, and sleep
+until a NOTIFY (or the poll interval) says there may be more. The worker
+daemon runs processes through the same loop; benchmarks and tests run Python
+callables.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from jobqueue.errors import LeaseLost
+from jobqueue.leases import WorkerIdentity, WorkerStore
+from jobqueue.listener import JOBS_CHANNEL, Listener
+from jobqueue.looper import Looper
+from jobqueue.outcomes import Exit
+from jobqueue.records import Claimed
+
+log = logging.getLogger(__name__)
+
+#: Runs one claimed job and says how it ended.
+Handler = Callable[[Claimed], Exit]
+
+
+class GpuSlots:
+    """The GPUs of one host and which of them are free. Thread-safe."""
+
+    def __init__(self, gpu_ids: Sequence[int]):
+        self.all = tuple(gpu_ids)
+        self._free = list(gpu_ids)
+        self._lock = threading.Lock()
+
+    def free(self) -> list[int]:
+        with self._lock:
+            return list(self._free)
+
+    def take(self, ids: Sequence[int]) -> None:
+        with self._lock:
+            missing = set(ids) - set(self._free)
+            if missing:
+                raise RuntimeError(f"GPUs {sorted(missing)} are already in use")
+            self._free = [i for i in self._free if i not in ids]
+
+    def give_back(self, ids: Sequence[int]) -> None:
+        with self._lock:
+            self._free = [i for i in self.all if i in self._free or i in ids]
+
+
+class SlotRunner:
+    """Runs up to ``slots`` jobs at once for one worker identity."""
+
+    def __init__(
+        self,
+        store: WorkerStore,
+        worker: WorkerIdentity,
+        handler: Handler,
+        *,
+        slots: int,
+        listen_url: str | None = None,
+        poll_seconds: float = 1.0,
+    ):
+        self.store = store
+        self.worker = worker
+        self.handler = handler
+        self.slots = slots
+        self.gpus = GpuSlots(worker.gpu_ids)
+        self.poll_seconds = poll_seconds
+        self.wakeup = threading.Event()
+        self._listener = Listener(listen_url, (JOBS_CHANNEL,), self.wakeup) if listen_url else None
+        self._stop = threading.Event()
+        self._running: dict[Future[Exit], Claimed] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="slot")
+        self._thread: threading.Thread | None = None
+        self._renewer = Looper("lease-renewer", self.renew_leases, store.settings.heartbeat_seconds)
+        self.finished = 0
+
+    def start(self) -> SlotRunner:
+        if self._listener is not None:
+            self._listener.start()
+        self._thread = threading.Thread(target=self.run, name="claimer", daemon=True)
+        self._thread.start()
+        self._renewer.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming, let running jobs end, and return."""
+        self._stop.set()
+        self.wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=True)
+        self._renewer.stop()
+        if self._listener is not None:
+            self._listener.stop()
+
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.wakeup.clear()
+            claimed = self.claim_once()
+            if claimed and self.busy() < self.slots:
+                continue  # the queue may hold more right away
+            self.wakeup.wait(self.poll_seconds)
+
+    def renew_leases(self) -> None:
+        """Keep the leases of running jobs; a Python callable cannot be stopped, so a
+        lost lease is only logged (the worker daemon kills its processes instead)."""
+        with self._lock:
+            leases = {job.id: job.lease_token for job in self._running.values()}
+        renewal = self.store.renew(leases)
+        for job_id in renewal.lost:
+            log.warning("job %s: lease lost while running", job_id)
+
+    def claim_once(self) -> list[Claimed]:
+        free_slots = self.slots - self.busy()
+        if free_slots <= 0:
+            return []
+        try:
+            claimed = self.store.claim(self.worker, free_gpu_ids=self.gpus.free(), slots=free_slots)
+        except Exception:
+            log.exception("claim failed; retrying in %.1fs", self.poll_seconds)
+            return []
+        for job in claimed:
+            self.gpus.take(job.gpu_ids)
+            future = self._pool.submit(self.handler, job)
+            with self._lock:
+                self._running[future] = job
+            future.add_done_callback(self._done)
+        return claimed
+
+    def _done(self, future: Future[Exit]) -> None:
+        with self._lock:
+            job = self._running.pop(future)
+        try:
+            exit = future.result()
+        except Exception as exc:  # the handler itself broke: the job failed
+            log.exception("job %s raised", job.id)
+            exit = Exit(exit_code=1, error_message=f"{type(exc).__name__}: {exc}")
+        try:
+            self.store.finish(job.id, job.lease_token, exit, actor=self.worker.actor)
+        except LeaseLost:
+            log.warning("job %s: lease lost before it finished; the sweep owns it now", job.id)
+        except Exception:
+            log.exception("job %s: could not record its end; its lease will expire", job.id)
+        finally:
+            self.gpus.give_back(job.gpu_ids)
+            self.finished += 1
+            self.wakeup.set()

@@ -1,0 +1,1 @@
+"""The jobqueue worker daemon: one per GPU host."""
