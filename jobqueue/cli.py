@@ -1,0 +1,233 @@
+"""The ``jobqueue`` command.
+
+It belongs to the core and never imports ``api`` or ``worker``: it starts them
+by name (gunicorn with ``api:create_app()``, ``python -m worker``). Operator
+commands talk to the database through the core, like the API does.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import click
+
+from jobqueue.errors import JobqueueError
+
+
+def _settings():
+    from jobqueue.settings import get_settings
+
+    return get_settings()
+
+
+def _queue():
+    from jobqueue.db import make_engine
+    from jobqueue.migrate import require_head
+    from jobqueue.queue import JobQueue
+
+    settings = _settings()
+    engine = make_engine(settings.require_database_url(), pool_size=2)
+    require_head(engine)
+    return JobQueue(engine, settings)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"
+
+
+def _json(value: Any) -> str:
+    def default(o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        if isinstance(o, UUID):
+            return str(o)
+        raise TypeError(type(o).__name__)
+
+    return json.dumps(value, default=default, indent=2)
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JobqueueError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Main)
+def main() -> None:
+    """jobqueue: a durable PostgreSQL job queue for ML training jobs."""
+
+
+@main.command()
+@click.option("--revision", default="head", show_default=True)
+def migrate(revision: str) -> None:
+    """Bring the database schema (DATABASE_URL) up to date."""
+    from jobqueue.migrate import upgrade
+
+    upgrade(_settings().require_database_url(), revision)
+    click.echo(f"database migrated to {revision}")
+
+
+@main.command()
+@click.option(
+    "--older-than-days", type=float, default=None, help="default: JOBQUEUE_PRUNE_AFTER_DAYS"
+)
+def prune(older_than_days: float | None) -> None:
+    """Delete finished jobs older than the cut-off, with their events, logs and metrics."""
+    from jobqueue.pruner import prune_finished
+
+    days = older_than_days if older_than_days is not None else _settings().prune_after_days
+    deleted = prune_finished(_queue().engine, older_than_seconds=days * 86400)
+    click.echo(f"pruned {deleted} finished jobs older than {days:g} days")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", "processes", default=None, type=int, help="gunicorn worker processes")
+def api(host: str, port: int, processes: int | None) -> None:
+    """Serve the REST API and web monitor with gunicorn."""
+    from jobqueue.db import make_engine
+    from jobqueue.migrate import require_head
+
+    require_head(make_engine(_settings().require_database_url(), pool_size=1))
+    processes = processes or min(2 * (os.cpu_count() or 1) + 1, 8)
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{host}:{port}",
+        "--workers", str(processes),
+        "--threads", "4",
+        "--worker-class", "gthread",
+        "--access-logfile", "-",
+        "api:create_app()",
+    ]  # fmt: skip
+    os.execv(sys.executable, argv)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run the worker daemon of this GPU host (see `jobqueue worker --help`)."""
+    os.execv(sys.executable, [sys.executable, "-m", "worker", *ctx.args])
+
+
+# -- operator commands --------------------------------------------------------------
+
+
+@main.command()
+@click.argument("name")
+@click.option("--kind", required=True)
+@click.option("--config", "config_text", default="{}", help="JSON object, or @file.json")
+@click.option("--gpus", type=int, default=1, show_default=True)
+@click.option("--pool", default="default", show_default=True)
+@click.option("--priority", type=int, default=50, show_default=True)
+@click.option("--hold", is_flag=True, help="keep it pending until released")
+@click.option("--idempotency-key", default=None)
+def submit(name: str, kind: str, config_text: str, gpus: int, pool: str, priority: int,
+           hold: bool, idempotency_key: str | None) -> None:  # fmt: skip
+    """Submit a job."""
+    from pydantic import ValidationError
+
+    from jobqueue.specs import JobSpec
+
+    if config_text.startswith("@"):
+        with open(config_text[1:]) as fh:
+            config_text = fh.read()
+    body = dict(name=name, kind=kind, gpus=gpus, pool=pool, priority=priority, hold=hold)
+    try:
+        config = json.loads(config_text)
+        spec = JobSpec.model_validate(
+            {**body, "config": config, "idempotency_key": idempotency_key}
+        )
+    except (ValidationError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(str(exc)) from exc
+    job, _ = _queue().submit(spec, actor=_actor())
+    click.echo(_json(job.public()))
+
+
+@main.command(name="ls")
+@click.option("--status", "statuses", multiple=True)
+@click.option("--pool", default=None)
+@click.option("--limit", type=click.IntRange(1, 200), default=50)
+def list_jobs(statuses: tuple[str, ...], pool: str | None, limit: int) -> None:
+    """List jobs, newest first."""
+    jobs, _ = _queue().list_jobs(statuses=list(statuses) or None, pool=pool, limit=limit)
+    for job in jobs:
+        where = f"#{job.queue_position}" if job.queue_position else ""
+        click.echo(f"{job.id}  {job.status.value:<9} {where:<5} {job.pool:<10} {job.name}")
+
+
+@main.command()
+@click.argument("job_id", type=click.UUID)
+def show(job_id: UUID) -> None:
+    """Show one job as JSON."""
+    click.echo(_json(_queue().get(job_id).public()))
+
+
+@main.command()
+@click.argument("job_id", type=click.UUID)
+@click.option("--after", type=int, default=0)
+def logs(job_id: UUID, after: int) -> None:
+    """Print a job's stored log lines."""
+    lines, _ = _queue().logs(job_id, after=after, limit=100_000)
+    for line in lines:
+        click.echo(line.text)
+
+
+def _action(name: str, call, help: str) -> click.Command:
+    @main.command(name=name, help=help)
+    @click.argument("job_id", type=click.UUID)
+    def command(job_id: UUID, **options: Any) -> None:
+        result = call(_queue(), job_id, _actor(), **options)
+        job = result[0] if isinstance(result, tuple) else result
+        click.echo(
+            f"{job.id} {job.status.value}"
+            + (f" ({job.requested_action} requested)" if job.requested_action else "")
+        )
+
+    return command
+
+
+_action("release", lambda q, j, a: q.release(j, actor=a), "Queue a held job.")
+_action(
+    "force-start",
+    lambda q, j, a: q.force_start(j, actor=a),
+    "Put a pending or queued job ahead of every non-forced job.",
+)
+_action("pause", lambda q, j, a: q.pause(j, actor=a), "Pause a job (a running one checkpoints).")
+_action("resume", lambda q, j, a: q.resume(j, actor=a), "Queue a paused job again.")
+click.option("--force", is_flag=True, help="kill at once, no grace period")(
+    _action(
+        "cancel",
+        lambda q, j, a, force=False: q.cancel(j, actor=a, force=force),
+        "Cancel a job (a running one is stopped).",
+    )
+)
+click.option("--reason", required=True)(
+    _action(
+        "mark-failed",
+        lambda q, j, a, reason: q.mark_failed(j, actor=a, reason=reason),
+        "End a job as failed, with a reason.",
+    )
+)
+click.option("--from-checkpoint/--from-scratch", default=True)(
+    _action(
+        "retry",
+        lambda q, j, a, from_checkpoint=True: q.retry(j, actor=a, from_checkpoint=from_checkpoint),
+        "Queue a failed or cancelled job for a new attempt.",
+    )
+)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
