@@ -205,6 +205,19 @@ QUEUED_POOLS = text("""
     WHERE status = 'queued' AND (not_before IS NULL OR not_before <= now())
 """)
 
+# Jobs counted by status and pool, for the metrics endpoint.
+JOB_COUNTS = text("""
+    SELECT status::text AS status, pool, count(*) AS count FROM jobs GROUP BY status, pool
+""")
+
+# Per pool, how long the oldest claimable queued job has waited.
+OLDEST_QUEUED = text("""
+    SELECT pool, EXTRACT(EPOCH FROM now() - min(queued_at))::float AS age_seconds
+    FROM jobs
+    WHERE status = 'queued' AND (not_before IS NULL OR not_before <= now())
+    GROUP BY pool
+""")
+
 # Register a worker or refresh its heartbeat row.
 UPSERT_WORKER = text("""
     INSERT INTO workers (name, hostname, pools, kinds, gpu_total, gpu_free, devices,

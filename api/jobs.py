@@ -1,0 +1,150 @@
+"""/api/training: submit, read and recover training jobs."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from api.auth import actor
+from api.errors import ApiError
+from api.requests import int_arg, job_id, json_body
+from jobqueue.queue import JobQueue
+from jobqueue.records import Job
+from jobqueue.specs import CancelBody, EmptyBody, JobPatch, JobSpec, MarkFailedBody, RetryBody
+from jobqueue.states import JobStatus
+
+bp = Blueprint("jobs", __name__, url_prefix="/api/training")
+
+
+def _queue() -> JobQueue:
+    return current_app.extensions["jobqueue"]
+
+
+def _count(action: str) -> None:
+    current_app.extensions["jobqueue.metrics"].actions.labels(action=action).inc()
+
+
+def _job(job: Job, status: int = 200):
+    return jsonify(job.public()), status
+
+
+def _acted(job: Job, is_request: bool):
+    """200 when done; 202 while a running job's worker carries the request out."""
+    return _job(job, 202 if is_request else 200)
+
+
+@bp.post("")
+def submit():
+    spec = json_body(JobSpec)
+    job, created = _queue().submit(spec, actor=actor())
+    if created:
+        _count("submit")
+    return _job(job, 201 if created else 200)
+
+
+@bp.get("")
+def list_jobs():
+    statuses = request.args.getlist("status")
+    known = {s.value for s in JobStatus}
+    unknown = [s for s in statuses if s not in known]
+    if unknown:
+        raise ApiError(
+            400, "invalid", f"unknown status {unknown[0]!r}", field="status", allowed=sorted(known)
+        )
+    jobs, next_cursor = _queue().list_jobs(
+        statuses=statuses or None,
+        pool=request.args.get("pool") or None,
+        name_contains=request.args.get("q") or None,
+        limit=int_arg("limit", 50, low=1, high=200),
+        cursor=request.args.get("cursor") or None,
+    )
+    return jsonify({"items": [j.public() for j in jobs], "next_cursor": next_cursor})
+
+
+@bp.get("/<raw_id>")
+def get_job(raw_id: str):
+    return _job(_queue().get(job_id(raw_id)))
+
+
+@bp.patch("/<raw_id>")
+def patch_job(raw_id: str):
+    patch = json_body(JobPatch)
+    job = _queue().patch(job_id(raw_id), actor=actor(), priority=patch.priority, pool=patch.pool)
+    _count("patch")
+    return _job(job)
+
+
+@bp.get("/<raw_id>/events")
+def events(raw_id: str):
+    items = _queue().events(job_id(raw_id))
+    return jsonify({"items": [e.public() for e in items]})
+
+
+@bp.get("/<raw_id>/logs")
+def logs(raw_id: str):
+    after = int_arg("after", 0, low=0, high=2**62)
+    limit = int_arg("limit", 1000, low=1, high=10_000)
+    lines, next_n = _queue().logs(job_id(raw_id), after=after, limit=limit)
+    return jsonify({"lines": [line.public() for line in lines], "next": next_n})
+
+
+@bp.get("/<raw_id>/metrics")
+def metrics(raw_id: str):
+    limit = int_arg("limit", 2000, low=1, high=10_000)
+    points = _queue().metrics(job_id(raw_id), limit=limit)
+    return jsonify({"points": [p.public() for p in points]})
+
+
+@bp.post("/<raw_id>/release")
+def release(raw_id: str):
+    json_body(EmptyBody, optional=True)
+    job = _queue().release(job_id(raw_id), actor=actor())
+    _count("release")
+    return _job(job)
+
+
+@bp.post("/<raw_id>/force-start")
+def force_start(raw_id: str):
+    json_body(EmptyBody, optional=True)
+    job = _queue().force_start(job_id(raw_id), actor=actor())
+    _count("force-start")
+    return _job(job)
+
+
+@bp.post("/<raw_id>/pause")
+def pause(raw_id: str):
+    body = json_body(EmptyBody, optional=True)
+    outcome = _queue().pause(job_id(raw_id), actor=actor(), reason=body.reason)
+    _count("pause")
+    return _acted(*outcome)
+
+
+@bp.post("/<raw_id>/resume")
+def resume(raw_id: str):
+    json_body(EmptyBody, optional=True)
+    job = _queue().resume(job_id(raw_id), actor=actor())
+    _count("resume")
+    return _job(job)
+
+
+@bp.post("/<raw_id>/cancel")
+def cancel(raw_id: str):
+    body = json_body(CancelBody, optional=True)
+    outcome = _queue().cancel(job_id(raw_id), actor=actor(), force=body.force, reason=body.reason)
+    _count("cancel")
+    return _acted(*outcome)
+
+
+@bp.post("/<raw_id>/mark-failed")
+def mark_failed(raw_id: str):
+    body = json_body(MarkFailedBody)
+    outcome = _queue().mark_failed(job_id(raw_id), actor=actor(), reason=body.reason)
+    _count("mark-failed")
+    return _acted(*outcome)
+
+
+@bp.post("/<raw_id>/retry")
+def retry(raw_id: str):
+    body = json_body(RetryBody, optional=True)
+    job = _queue().retry(job_id(raw_id), actor=actor(), from_checkpoint=body.from_checkpoint)
+    _count("retry")
+    return _job(job)

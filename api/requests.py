@@ -1,0 +1,57 @@
+"""Reading what a client sent: JSON bodies, path ids and query arguments."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+from uuid import UUID
+
+from flask import request
+from pydantic import BaseModel
+
+from api.errors import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def json_body(model: type[M], *, optional: bool = False) -> M:
+    """The body validated by ``model``; an empty body is ``{}`` when ``optional``."""
+    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: 413
+    if not raw.strip():
+        if optional:
+            return model.model_validate({})
+        raise ApiError(400, "invalid", "this request needs a JSON object body")
+    if not request.is_json:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+            content_type=request.mimetype,
+        )
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise ApiError(400, "invalid", "the body must be a JSON object")
+    return model.model_validate(payload)
+
+
+def job_id(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_id", f"{raw!r} is not a job id (a UUID)", id=raw) from exc
+
+
+def int_arg(name: str, default: int, *, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ApiError(400, "invalid", f"{name} must be an integer", field=name) from exc
+    if not low <= value <= high:
+        raise ApiError(400, "invalid", f"{name} must be between {low} and {high}", field=name)
+    return value

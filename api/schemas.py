@@ -1,0 +1,180 @@
+"""Response models of the REST API (SPEC §3).
+
+They are the source of the OpenAPI document; request models come from the
+core (:mod:`jobqueue.specs`). Responses are rendered from the core's records
+directly, and the tests validate them against these models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from jobqueue.states import JobStatus
+
+Status = Literal[tuple(s.value for s in JobStatus)]  # type: ignore[valid-type]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Progress(_Out):
+    fraction: float | None
+    step: int | None
+    message: str | None
+    metrics: dict[str, Any] | None
+    updated_at: datetime | None
+
+
+class Checkpoint(_Out):
+    uri: str
+    step: int | None
+    at: datetime
+
+
+class WorkerRef(_Out):
+    name: str
+    gpu_ids: list[int]
+
+
+class Job(_Out):
+    id: UUID
+    name: str
+    kind: str
+    config: dict[str, Any]
+    status: Status
+    pool: str
+    gpus: int
+    priority: int
+    forced: bool
+    queue_position: int | None
+    waiting_reason: str | None
+    not_before: datetime | None
+    attempt: int
+    max_attempts: int
+    interruptions: int
+    max_interruptions: int
+    progress: Progress | None
+    checkpoint: Checkpoint | None
+    worker: WorkerRef | None
+    requested_action: Literal["pause", "cancel", "fail"] | None
+    termination_reason: (
+        Literal[
+            "completed", "exit_code", "signal", "cancelled", "marked_failed",
+            "max_interruptions", "spawn_failed",
+        ]
+        | None
+    )  # fmt: skip
+    exit_code: int | None
+    signal: int | None
+    error_message: str | None
+    log_tail: list[str] | None
+    idempotency_key: str | None
+    created_at: datetime
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class JobList(_Out):
+    items: list[Job]
+    next_cursor: str | None
+
+
+class Event(_Out):
+    at: datetime
+    from_status: Status | None
+    to_status: Status
+    action: str
+    actor: str
+    reason: str | None
+
+
+class EventList(_Out):
+    items: list[Event]
+
+
+class LogLine(_Out):
+    n: int
+    stream: str
+    text: str
+    at: datetime
+
+
+class Logs(_Out):
+    lines: list[LogLine]
+    next: int
+
+
+class MetricPoint(_Out):
+    step: int | None
+    at: datetime
+    metrics: dict[str, Any]
+
+
+class Metrics(_Out):
+    points: list[MetricPoint]
+
+
+class QueueEntry(_Out):
+    id: UUID
+    name: str
+    position: int
+    gpus: int
+    priority: int
+    forced: bool
+    waiting_reason: str | None
+
+
+class Queue(_Out):
+    pools: dict[str, list[QueueEntry]]
+
+
+class Device(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    name: str | None = None
+    utilization: float | None = None
+    memory_used: int | None = None
+    memory_total: int | None = None
+
+
+class Gpus(_Out):
+    total: int
+    free: int
+    devices: list[Device]
+
+
+class Worker(_Out):
+    name: str
+    hostname: str
+    pools: list[str]
+    kinds: list[str]
+    gpus: Gpus
+    last_heartbeat_at: datetime
+    alive: bool
+    running_jobs: list[UUID]
+
+
+class WorkerList(_Out):
+    items: list[Worker]
+
+
+class Pruned(_Out):
+    deleted: int
+
+
+class ErrorBody(_Out):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class Error(_Out):
+    error: ErrorBody
