@@ -37,7 +37,13 @@ def make_engine(url: str, *, pool_size: int = 5, application_name: str = "jobque
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"application_name": application_name, "options": "-c timezone=UTC"},
+        connect_args={
+            "application_name": application_name,
+            "options": "-c timezone=UTC",
+            # Fail fast while the database is away, so loops can retry and leases
+            # can be judged in time, instead of hanging in connect().
+            "connect_timeout": 5,
+        },
     )
 
 

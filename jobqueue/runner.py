@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
 
 from jobqueue.errors import LeaseLost
-from jobqueue.leases import WorkerIdentity, WorkerStore
-from jobqueue.listener import JOBS_CHANNEL, Listener
+from jobqueue.leases import Renewal, WorkerIdentity, WorkerStore
+from jobqueue.listener import ACTIONS_CHANNEL, JOBS_CHANNEL, Listener
 from jobqueue.looper import Looper
 from jobqueue.outcomes import Exit
 from jobqueue.records import Claimed
@@ -25,6 +27,17 @@ log = logging.getLogger(__name__)
 
 #: Runs one claimed job and says how it ended.
 Handler = Callable[[Claimed], Exit]
+
+
+class RunnerHooks(Protocol):
+    """What a runner of real processes adds to the loop (the worker daemon)."""
+
+    def renewed(self, renewal: Renewal, seconds_left: float) -> None:
+        """Leases were renewed for ``seconds_left`` more; requests and lost leases
+        must be acted on (a lost lease: stop that job's processes at once)."""
+
+    def shutting_down(self) -> None:
+        """The runner stops: ask running jobs to checkpoint and stop."""
 
 
 class GpuSlots:
@@ -63,6 +76,7 @@ class SlotRunner:
         slots: int,
         listen_url: str | None = None,
         poll_seconds: float = 1.0,
+        hooks: RunnerHooks | None = None,
     ):
         self.store = store
         self.worker = worker
@@ -71,7 +85,9 @@ class SlotRunner:
         self.gpus = GpuSlots(worker.gpu_ids)
         self.poll_seconds = poll_seconds
         self.wakeup = threading.Event()
-        self._listener = Listener(listen_url, (JOBS_CHANNEL,), self.wakeup) if listen_url else None
+        self.hooks = hooks
+        channels = (JOBS_CHANNEL, ACTIONS_CHANNEL) if hooks else (JOBS_CHANNEL,)
+        self._listener = Listener(listen_url, channels, self.wakeup) if listen_url else None
         self._stop = threading.Event()
         self._running: dict[Future[Exit], Claimed] = {}
         self._lock = threading.Lock()
@@ -89,11 +105,13 @@ class SlotRunner:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming, let running jobs end, and return."""
+        """Stop claiming, let running jobs end (hooks ask them to stop), and return."""
         self._stop.set()
         self.wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.hooks is not None:
+            self.hooks.shutting_down()
         self._pool.shutdown(wait=True)
         self._renewer.stop()
         if self._listener is not None:
@@ -106,19 +124,36 @@ class SlotRunner:
     def run(self) -> None:
         while not self._stop.is_set():
             self.wakeup.clear()
+            if self._listener is not None and self.hooks is not None:
+                mine = [p for ch, p in self._listener.drain() if ch == ACTIONS_CHANNEL]
+                if any(p.split(" ", 1)[0] == self.worker.name for p in mine):
+                    self._renew_safely()  # a request for one of our jobs: act now
             claimed = self.claim_once()
             if claimed and self.busy() < self.slots:
                 continue  # the queue may hold more right away
             self.wakeup.wait(self.poll_seconds)
 
     def renew_leases(self) -> None:
-        """Keep the leases of running jobs; a Python callable cannot be stopped, so a
-        lost lease is only logged (the worker daemon kills its processes instead)."""
+        """Keep the leases of running jobs and pass requests on to the hooks.
+
+        Without hooks (Python callables cannot be stopped) a lost lease is only
+        logged; the worker daemon's hooks stop the job's processes instead.
+        """
         with self._lock:
             leases = {job.id: job.lease_token for job in self._running.values()}
+        asked = time.monotonic()
         renewal = self.store.renew(leases)
+        seconds_left = self.store.settings.lease_seconds - (time.monotonic() - asked)
+        if self.hooks is not None:
+            self.hooks.renewed(renewal, seconds_left)
         for job_id in renewal.lost:
             log.warning("job %s: lease lost while running", job_id)
+
+    def _renew_safely(self) -> None:
+        try:
+            self.renew_leases()
+        except Exception:
+            log.exception("lease renewal failed")
 
     def claim_once(self) -> list[Claimed]:
         free_slots = self.slots - self.busy()
@@ -146,12 +181,29 @@ class SlotRunner:
             log.exception("job %s raised", job.id)
             exit = Exit(exit_code=1, error_message=f"{type(exc).__name__}: {exc}")
         try:
-            self.store.finish(job.id, job.lease_token, exit, actor=self.worker.actor)
-        except LeaseLost:
-            log.warning("job %s: lease lost before it finished; the sweep owns it now", job.id)
-        except Exception:
-            log.exception("job %s: could not record its end; its lease will expire", job.id)
+            self._record_end(job, exit)
         finally:
             self.gpus.give_back(job.gpu_ids)
             self.finished += 1
             self.wakeup.set()
+
+    def _record_end(self, job: Claimed, exit: Exit) -> None:
+        """Write how the job ended, retrying through a database outage for as long
+        as the lease could still be valid; after that the sweep owns the job."""
+        deadline = time.monotonic() + self.store.settings.lease_seconds
+        delay = 0.25
+        while True:
+            try:
+                self.store.finish(job.id, job.lease_token, exit, actor=self.worker.actor)
+                return
+            except LeaseLost:
+                log.warning("job %s: lease lost before it finished; the sweep owns it", job.id)
+                return
+            except Exception:
+                if time.monotonic() + delay > deadline:
+                    log.exception("job %s: could not record its end; its lease will expire",
+                                  job.id)  # fmt: skip
+                    return
+                log.warning("job %s: could not record its end; retrying", job.id, exc_info=True)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
