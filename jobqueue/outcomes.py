@@ -48,7 +48,7 @@ class Transition:
     is_request: bool = False
 
 
-class StopCause(str, enum.Enum):
+class StopCause(enum.StrEnum):
     """Why a worker signalled a job before it exited."""
 
     PAUSE = "pause"
@@ -155,6 +155,11 @@ def after_exit(job: Job, exit: Exit, backoff_base: float) -> Transition:
         return dataclasses.replace(transition, values={**transition.values, **base})
     if exit.stopped_for is not None:
         request = RequestedAction(exit.stopped_for.value)
+        pending = RequestedAction(job.requested_action) if job.requested_action else None
+        if pending is not None and _STRENGTH[pending] > _STRENGTH[request]:
+            # A cancel or mark-failed came after the worker signalled for a pause:
+            # the person's latest request decides.
+            request = pending
         transition = _carry_out_request(job, request, Cause.STOPPED.value)
         return dataclasses.replace(transition, values={**transition.values, **base})
 

@@ -174,9 +174,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, job_id = json.loads(raw)
+        if not isinstance(created_at, str) or not isinstance(job_id, str):
+            raise TypeError("cursor parts are not strings")
         when = datetime.fromisoformat(created_at)
         if when.tzinfo is None:
             raise ValueError("naive time")
         return when, UUID(job_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidCursor("cursor is not one this API handed out") from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -51,6 +52,26 @@ class JobSpec(_Strict):
             raise ConfigTooLarge(f"config is over {MAX_CONFIG_BYTES // 1024} KiB serialized")
         return config
 
+    @field_validator("not_before", mode="before")
+    @classmethod
+    def _iso_8601(cls, value: Any) -> Any:
+        """ISO-8601 text (or a datetime): lax parsing would take numbers as Unix times."""
+        if value is None or isinstance(value, datetime):
+            return value
+        if isinstance(value, str) and not _is_number(value):
+            return value
+        raise ValueError("not_before must be an ISO-8601 date-time with a time zone")
+
+    @field_validator("not_before")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        if value is not None:
+            try:
+                value.astimezone(timezone.utc)
+            except OverflowError:
+                raise ValueError("not_before is out of range (years 1 to 9999 in UTC)") from None
+        return value
+
     def fingerprint(self) -> str:
         """Identifies the request, so a reused idempotency key with another body is caught."""
         body = self.model_dump(mode="json")
@@ -81,6 +102,14 @@ class EmptyBody(_Strict):
     """Actions that take no options accept an empty object."""
 
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def config_json(config: dict[str, Any]) -> str:

@@ -123,9 +123,12 @@ INSERT_METRICS = text("""
     RETURNING id
 """)
 
-# Keep only the newest :keep metric points of a job.
+# Keep only the newest :keep metric points of a job (ids are shared by all jobs, so
+# count this job's own points rather than subtracting from the newest id).
 TRIM_METRICS = text("""
-    DELETE FROM job_metrics WHERE job_id = :id AND id <= :newest - :keep
+    DELETE FROM job_metrics WHERE job_id = :id AND id <= (
+        SELECT id FROM job_metrics WHERE job_id = :id ORDER BY id DESC OFFSET :keep LIMIT 1
+    )
 """)
 
 # Record a running job's latest checkpoint (fenced).

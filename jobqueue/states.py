@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     """Where a job is. Each comment says who moves a job out of the state."""
 
     #: Submitted with ``hold``; never claimed. Left by an operator: release,
@@ -41,7 +41,7 @@ class JobStatus(str, enum.Enum):
 FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     """What a person (through the API or CLI) asks of a job."""
 
     RELEASE = "release"
@@ -69,7 +69,7 @@ ALLOWED_FROM: dict[Action, frozenset[JobStatus]] = {
 }
 
 
-class RequestedAction(str, enum.Enum):
+class RequestedAction(enum.StrEnum):
     """A request recorded on a running job for its worker to carry out."""
 
     PAUSE = "pause"
@@ -92,7 +92,7 @@ ACTION_REQUEST: dict[Action, RequestedAction] = {
 }
 
 
-class TerminationReason(str, enum.Enum):
+class TerminationReason(enum.StrEnum):
     """What ended a finished job's last attempt."""
 
     COMPLETED = "completed"
@@ -112,7 +112,7 @@ REQUEST_TERMINATION: dict[RequestedAction, TerminationReason | None] = {
 }
 
 
-class Cause(str, enum.Enum):
+class Cause(enum.StrEnum):
     """Event names for transitions nobody asked for through the API."""
 
     SUBMIT = "submit"

@@ -56,8 +56,21 @@ def waiting_reason(
                 f"needs {job.gpus} GPUs, the largest worker in pool {job.pool} has {largest_total}"
             )
         return f"needs {job.gpus} GPUs, the largest free block in pool {job.pool} is {largest_free}"
-    if not job.forced:
-        forced_ahead = next((e for e in pool_queue if e.forced and e.id != job.id), None)
+    if not job.forced and job.gpus > 0:
+        # Only a forced job that needs GPUs a worker able to run this job could give it
+        # holds this job back (fit.choose): 0-GPU jobs, and jobs behind a forced job
+        # bigger than every such worker, still start.
+        forced_ahead = next(
+            (
+                e
+                for e in pool_queue
+                if e.forced
+                and e.id != job.id
+                and e.gpus > 0
+                and any(e.kind in w.kinds and e.gpus <= w.gpu_total for w in knowing)
+            ),
+            None,
+        )
         if forced_ahead is not None:
             return f"behind forced job {forced_ahead.name} ({forced_ahead.id})"
     ahead = (position or 1) - 1

@@ -1,0 +1,229 @@
+"""The worker daemon: claims jobs that fit this host's free GPUs and runs them.
+
+It is the core's claim loop (:class:`jobqueue.runner.SlotRunner`) with real
+processes: each job runs under a supervisor in its own process group, with
+``CUDA_VISIBLE_DEVICES`` set to exactly the GPUs it was given. The daemon
+passes lease renewals to the supervisors, carries out requests (pause,
+cancel, mark-failed), and on SIGTERM hands its jobs back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+from uuid import UUID
+
+from sqlalchemy import Engine
+
+from jobqueue.db import make_engine
+from jobqueue.leases import Renewal, WorkerIdentity, WorkerStore
+from jobqueue.looper import Looper
+from jobqueue.migrate import require_head
+from jobqueue.outcomes import Exit, StopCause
+from jobqueue.records import Claimed
+from jobqueue.runner import SlotRunner
+from jobqueue.settings import Settings
+from jobqueue.sweeper import sweep_expired_leases
+from worker.gpus import GpuInventory
+from worker.kinds import Kind
+from worker.leftovers import Leftovers
+from worker.output import OutputSink
+from worker.process import JobProcess
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    pools: tuple[str, ...]
+    kinds: dict[str, Kind]
+    gpus: GpuInventory
+    slots: int
+    state_dir: Path
+    checkpoint_root: Path
+    poll_seconds: float = 2.0
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        kinds: dict[str, Kind],
+        gpus: GpuInventory,
+        name: str | None = None,
+        pools: tuple[str, ...] = ("default",),
+        slots: int | None = None,
+    ) -> WorkerConfig:
+        name = name or socket.gethostname()
+        state_dir = settings.state_dir / "workers" / name
+        return cls(
+            name=name,
+            pools=pools or ("default",),
+            kinds=kinds,
+            gpus=gpus,
+            slots=slots or max(4, 2 * len(gpus.ids)),
+            state_dir=state_dir,
+            checkpoint_root=settings.checkpoint_root or settings.state_dir / "checkpoints",
+        )
+
+
+class WorkerDaemon:
+    def __init__(self, config: WorkerConfig, settings: Settings, engine: Engine | None = None):
+        self.config = config
+        self.settings = settings
+        url = settings.require_database_url()
+        self.engine = engine or make_engine(url, application_name=f"jobqueue-worker:{config.name}")
+        self.store = WorkerStore(self.engine, settings)
+        self.identity = WorkerIdentity(
+            name=config.name,
+            pools=config.pools,
+            kinds=tuple(sorted(config.kinds)),
+            gpu_ids=config.gpus.ids,
+        )
+        self.runner = SlotRunner(
+            self.store, self.identity, self.run_job, slots=config.slots, listen_url=url,
+            poll_seconds=config.poll_seconds, hooks=self,
+        )  # fmt: skip
+        self.leftovers = Leftovers(config.state_dir / "running")
+        self._jobs: dict[UUID, JobProcess] = {}
+        self._lock = threading.Lock()
+        self._heartbeat = Looper("heartbeat", self.heartbeat, settings.heartbeat_seconds)
+        self._sweeper = Looper(
+            "lease-sweep", lambda: sweep_expired_leases(self.engine), settings.sweep_seconds
+        )
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def start(self) -> WorkerDaemon:
+        require_head(self.engine)
+        killed = self.leftovers.remove_all()
+        if killed:
+            log.warning("removed %d job process group(s) left by a previous run", killed)
+        for job in self.store.requeue_orphans(self.identity):
+            log.warning("job %s left running by a previous run is now %s", job.id,
+                        job.status.value)  # fmt: skip
+        self.store.heartbeat_worker(
+            self.identity, free_gpus=len(self.config.gpus.ids),
+            devices=self.config.gpus.devices(), restarted=True,
+        )  # fmt: skip
+        self._heartbeat.start()
+        self._sweeper.start()
+        self.runner.start()
+        log.info(
+            "worker %s: pools %s, kinds %s, GPUs %s (%s), %d slots",
+            self.config.name, ",".join(self.config.pools), ",".join(self.identity.kinds) or "-",
+            list(self.config.gpus.ids), self.config.gpus.source, self.config.slots,
+        )  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        """Stop claiming, ask running jobs to checkpoint and stop, hand them back."""
+        log.info("worker %s stopping: handing back %d job(s)", self.config.name, len(self._jobs))
+        self.runner.stop(timeout=30)
+        self._heartbeat.stop()
+        self._sweeper.stop()
+        try:
+            self.store.stop_worker(self.identity)
+        except Exception:
+            log.warning("could not mark the worker stopped", exc_info=True)
+        self.engine.dispose()
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        stop.wait()
+        self.stop()
+
+    def heartbeat(self) -> None:
+        self.store.heartbeat_worker(
+            self.identity, free_gpus=len(self.runner.gpus.free()),
+            devices=self.config.gpus.devices(),
+        )  # fmt: skip
+
+    # -- hooks of the claim loop -------------------------------------------------------
+
+    def renewed(self, renewal: Renewal, seconds_left: float) -> None:
+        with self._lock:
+            running = dict(self._jobs)
+        for job_id, process in running.items():
+            if job_id in renewal.lost:
+                log.error("job %s: lease lost; killing its processes", job_id)
+                process.stop(StopCause.LEASE, kill=True)
+            elif job_id in renewal.held:
+                process.lease(seconds_left)
+                request = renewal.held[job_id]
+                if request is not None:
+                    process.stop(StopCause(request), kill=job_id in renewal.kill_now)
+
+    def shutting_down(self) -> None:
+        with self._lock:
+            running = list(self._jobs.values())
+        for process in running:
+            process.stop(StopCause.SHUTDOWN)
+
+    # -- one job -----------------------------------------------------------------------
+
+    def run_job(self, job: Claimed) -> Exit:
+        kind = self.config.kinds.get(job.job.kind)
+        if kind is None:  # claimed only kinds it knows; a reload could change that
+            return Exit(spawn_error=f"this worker does not know kind {job.job.kind!r}")
+        try:
+            env = self._environment(job, kind)
+        except OSError as exc:
+            return Exit(spawn_error=f"could not prepare the job's files: {exc}")
+        sink = OutputSink(self.store, job, max_buffered_lines=self.settings.log_max_lines)
+        grace = (
+            kind.grace_seconds if kind.grace_seconds is not None else self.settings.grace_seconds
+        )
+        process = JobProcess(
+            list(kind.argv), env=env, cwd=str(kind.workdir) if kind.workdir else None,
+            grace_seconds=grace, lease_seconds=self.settings.lease_seconds - 1.0,
+            on_line=sink.line, on_started=lambda pid: self.leftovers.remember(job.id, pid),
+        )  # fmt: skip
+        with self._lock:
+            self._jobs[job.id] = process
+        try:
+            exit = process.wait()
+            assert exit is not None
+            return exit
+        finally:
+            with self._lock:
+                self._jobs.pop(job.id, None)
+            sink.close()
+            self.leftovers.forget(job.id)
+
+    def _environment(self, job: Claimed, kind: Kind) -> dict[str, str]:
+        job_dir = self.config.state_dir / "jobs" / str(job.id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        config_path = job_dir / "config.json"
+        config_path.write_text(json.dumps(job.job.config))
+        checkpoint_dir = self.config.checkpoint_root / str(job.id)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        inherited = dict(os.environ)
+        # The job has no business with the queue's database or tokens.
+        for secret in ("DATABASE_URL", "JOBQUEUE_DATABASE_URL", "JOBQUEUE_API_TOKENS",
+                       "JOBQUEUE_RESUME_FROM"):  # fmt: skip
+            inherited.pop(secret, None)
+        env = {
+            **inherited,
+            **kind.env,
+            "JOBQUEUE_JOB_ID": str(job.id),
+            "JOBQUEUE_ATTEMPT": str(job.job.attempt),
+            "JOBQUEUE_CONFIG": str(config_path),
+            "JOBQUEUE_CHECKPOINT_DIR": str(checkpoint_dir),
+            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in job.gpu_ids),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if job.job.checkpoint and job.job.checkpoint.get("uri"):
+            env["JOBQUEUE_RESUME_FROM"] = str(job.job.checkpoint["uri"])
+        return env
