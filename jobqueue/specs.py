@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -67,7 +67,7 @@ class JobSpec(_Strict):
     def _in_range(cls, value: datetime | None) -> datetime | None:
         if value is not None:
             try:
-                value.astimezone(timezone.utc)
+                value.astimezone(UTC)
             except OverflowError:
                 raise ValueError("not_before is out of range (years 1 to 9999 in UTC)") from None
         return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -90,10 +91,8 @@ def _nvml_devices() -> list[dict[str, Any]] | None:
         log.warning("NVML failed to list devices", exc_info=True)
         return None
     finally:
-        try:
+        with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
 def _smi_devices() -> list[dict[str, Any]] | None:

@@ -36,10 +36,8 @@ class Leftovers:
             return 0
         groups: dict[int, str] = {}
         for path in self.directory.glob("*.json"):
-            try:
+            with contextlib.suppress(ValueError, KeyError, OSError):
                 groups[int(json.loads(path.read_text())["pgid"])] = path.stem
-            except (ValueError, KeyError, OSError):
-                pass
             path.unlink(missing_ok=True)
         found = set()
         for pid, pgid in _processes():

@@ -7,6 +7,7 @@ what the job prints into log lines and reports.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -149,10 +150,8 @@ class JobProcess:
                     self._outcome = message
         self.supervisor.wait()
         if self.supervisor.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.supervisor.stdin.close()
-            except OSError:
-                pass
         self._done.set()
 
     def _read(self, pipe: IO[bytes] | None, stream: str) -> None:

@@ -23,6 +23,8 @@ worker reads the job's output directly.
 
 from __future__ import annotations
 
+import contextlib
+import contextlib
 import json
 import os
 import select
@@ -51,10 +53,8 @@ class Supervisor:
         self.exited = threading.Event()
 
     def say(self, **message) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the worker is gone; nobody is listening
             self.status.write(json.dumps(message) + "\n")
-        except OSError:
-            pass  # the worker is gone; nobody is listening
 
     def run(self) -> int:
         try:
@@ -92,10 +92,8 @@ class Supervisor:
 
     def _killpg(self, sig: int) -> None:
         assert self.proc is not None
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def _terminate(self, grace: float) -> None:
         self._killpg(signal.SIGTERM)
