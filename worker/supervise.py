@@ -24,7 +24,6 @@ worker reads the job's output directly.
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import json
 import os
 import select
