@@ -12,7 +12,7 @@ from flask import Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from sqlalchemy import Engine
 
-from api import auth, errors, health, jobs, openapi, overview
+from api import auth, errors, health, jobs, monitor, openapi, overview
 from api.metrics import ApiMetrics
 from jobqueue.db import make_engine
 from jobqueue.looper import Looper
@@ -73,7 +73,7 @@ def create_app(
 
     metrics.install(app)
     errors.register(app)
-    for blueprint in (jobs.bp, overview.bp, health.bp):
+    for blueprint in (jobs.bp, overview.bp, health.bp, monitor.bp):
         app.register_blueprint(blueprint)
 
     if background:

@@ -121,6 +121,32 @@ def worker(ctx: click.Context) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "worker", *ctx.args])
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="embedded PostgreSQL data (default: a persistent per-user folder)",
+)
+@click.option("--demo", is_flag=True, help="submit a few example jobs")
+@click.option("--gpus", default="auto", show_default=True, help="the worker's --gpus")
+@click.option("--virtual-gpus", type=click.IntRange(0, 64), default=None)
+def up(host: str, port: int, data_dir: str | None, demo: bool, gpus: str,
+       virtual_gpus: int | None) -> None:  # fmt: skip
+    """Run the whole system here: database, migrations, API + monitor, one worker."""
+    from pathlib import Path
+
+    from jobqueue.up import run
+
+    code = run(
+        _settings(), host=host, port=port, data_dir=Path(data_dir) if data_dir else None,
+        demo=demo, gpus=gpus, virtual_gpus=virtual_gpus,
+    )  # fmt: skip
+    sys.exit(code)
+
+
 # -- operator commands --------------------------------------------------------------
 
 

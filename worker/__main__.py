@@ -28,6 +28,13 @@ from worker.kinds import KindsError, load_kinds
     default=None,
     help="N fake GPU slots (ids 0…N-1), for machines without GPUs",
 )
+@click.option(
+    "--virtual-gpus-if-none",
+    "fallback_virtual",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="with --gpus auto: N virtual slots when no GPU is found",
+)
 @click.option("--pool", "pools", multiple=True, help="pool to serve (repeatable; default: default)")
 @click.option(
     "--kinds",
@@ -44,8 +51,9 @@ from worker.kinds import KindsError, load_kinds
     help="most jobs at once (default: max(4, 2 × GPUs))",
 )
 @click.option("--log-level", default="INFO", show_default=True)
-def main(gpus: str, virtual_gpus: int | None, pools: tuple[str, ...], kinds_file: str | None,
-         name: str | None, slots: int | None, log_level: str) -> None:  # fmt: skip
+def main(gpus: str, virtual_gpus: int | None, fallback_virtual: int | None,
+         pools: tuple[str, ...], kinds_file: str | None, name: str | None, slots: int | None,
+         log_level: str) -> None:  # fmt: skip
     """Claim jobs that fit this host's free GPUs and run them."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -55,6 +63,11 @@ def main(gpus: str, virtual_gpus: int | None, pools: tuple[str, ...], kinds_file
     try:
         kinds = load_kinds(kinds_file)
         inventory = discover(gpus, virtual_gpus)
+        if not inventory.ids and fallback_virtual and gpus.strip().lower() == "auto":
+            logging.getLogger("worker").warning(
+                "no GPU found: using %d virtual GPU slots", fallback_virtual
+            )
+            inventory = discover(gpus, fallback_virtual)
     except (KindsError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     settings = get_settings()

@@ -1,0 +1,357 @@
+// jobqueue web monitor: vanilla JS over the REST API. No build step.
+"use strict";
+
+const STATUSES = ["pending", "queued", "running", "paused", "completed", "failed", "cancelled"];
+// Which recovery actions SPEC §2 allows from each status (the API refuses the rest).
+const ACTIONS = [
+  { action: "force-start", label: "Start now", from: ["pending", "queued"] },
+  { action: "release", label: "Release", from: ["pending"] },
+  { action: "pause", label: "Pause", from: ["pending", "queued", "running"] },
+  { action: "resume", label: "Resume", from: ["paused"] },
+  { action: "cancel", label: "Cancel", from: ["pending", "queued", "paused", "running"] },
+  { action: "mark-failed", label: "Mark failed", from: ["pending", "queued", "paused", "running"] },
+  { action: "retry", label: "Retry from checkpoint", from: ["failed", "cancelled"] },
+];
+const PENDING_WORD = { pause: "pausing…", cancel: "cancelling…", fail: "failing…" };
+const REFRESH_MS = 2000;
+
+const view = document.getElementById("view");
+let timer = null;
+let routeToken = 0;
+
+// -- talking to the API ---------------------------------------------------------------
+
+function token() { return localStorage.getItem("jobqueue.token") || ""; }
+
+async function api(method, path, body) {
+  const headers = { "Accept": "application/json" };
+  if (token()) headers["Authorization"] = "Bearer " + token();
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  let data = null;
+  try { data = await response.json(); } catch (e) { data = null; }
+  if (response.status === 401) {
+    await login();
+    return api(method, path, body);
+  }
+  if (!response.ok) {
+    const error = new Error((data && data.error && data.error.message) || response.statusText);
+    error.status = response.status;
+    error.body = data;
+    throw error;
+  }
+  return { status: response.status, data };
+}
+
+function login() {
+  const dialog = document.getElementById("login");
+  const form = document.getElementById("login-form");
+  const input = document.getElementById("login-token");
+  if (dialog.open) return new Promise((resolve) => dialog.addEventListener("close", resolve, { once: true }));
+  document.getElementById("login-error").textContent = token() ? "That token was not accepted." : "";
+  input.value = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    form.addEventListener("submit", () => {
+      localStorage.setItem("jobqueue.token", input.value.trim());
+      resolve();
+    }, { once: true });
+  });
+}
+
+// -- small helpers ------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "class") node.className = value;
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function when(iso) {
+  if (!iso) return "–";
+  const date = new Date(iso);
+  const seconds = Math.round((Date.now() - date.getTime()) / 1000);
+  const ago = seconds < 60 ? `${seconds}s` : seconds < 3600 ? `${Math.round(seconds / 60)}m`
+    : seconds < 86400 ? `${Math.round(seconds / 3600)}h` : `${Math.round(seconds / 86400)}d`;
+  return h("time", { datetime: iso, title: date.toLocaleString() }, seconds >= 0 ? `${ago} ago` : date.toLocaleString());
+}
+
+function badge(job) {
+  const word = job.requested_action ? PENDING_WORD[job.requested_action] : job.status;
+  return h("span", { class: `badge ${job.status}`, "data-testid": "job-status", "data-status": job.status }, word);
+}
+
+function progressBar(progress) {
+  const fraction = progress && typeof progress.fraction === "number" ? progress.fraction : null;
+  const pct = fraction === null ? 0 : Math.round(fraction * 100);
+  return h("div", { class: "bar", role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 },
+    h("div", { class: "fill", style: `width:${pct}%` }),
+    h("span", {}, fraction === null ? "" : `${pct}%`));
+}
+
+function schedule(fn) {
+  clearTimeout(timer);
+  timer = setTimeout(fn, REFRESH_MS);
+}
+
+function showError(where, error) {
+  where.replaceChildren(h("p", { class: "error", "data-testid": "error" }, error.message));
+}
+
+// -- views --------------------------------------------------------------------------
+
+const filters = { statuses: new Set(), q: "" };
+
+async function jobsView(mine) {
+  const controls = h("div", { class: "filters" },
+    ...STATUSES.map((s) => h("label", { class: `chip ${s}` },
+      h("input", { type: "checkbox", value: s, checked: filters.statuses.has(s),
+        onchange: (e) => { e.target.checked ? filters.statuses.add(s) : filters.statuses.delete(s); refresh(); } }), s)),
+    h("input", { type: "search", placeholder: "name contains…", value: filters.q, "aria-label": "search by name",
+      oninput: (e) => { filters.q = e.target.value; refresh(); } }));
+  const table = h("div", { class: "table" });
+  view.replaceChildren(h("h1", {}, "Jobs"), controls, table);
+
+  async function refresh() {
+    const params = new URLSearchParams({ limit: "100" });
+    for (const s of filters.statuses) params.append("status", s);
+    if (filters.q) params.set("q", filters.q);
+    try {
+      const { data } = await api("GET", "/api/training?" + params);
+      if (mine !== routeToken) return;
+      table.replaceChildren(h("table", {},
+        h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "Queue", "Pool", "GPUs", "Created"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, data.items.length ? data.items.map((job) => h("tr", { "data-job": job.id },
+          h("td", {}, h("a", { href: `#/jobs/${job.id}` }, job.name)),
+          h("td", {}, badge(job)),
+          h("td", {}, progressBar(job.progress)),
+          h("td", { title: job.waiting_reason || "" }, job.queue_position ? `#${job.queue_position}` : ""),
+          h("td", {}, job.pool), h("td", {}, job.gpus), h("td", {}, when(job.created_at))))
+          : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No jobs match.")))));
+    } catch (error) { showError(table, error); }
+    if (mine === routeToken) schedule(refresh);
+  }
+  await refresh();
+}
+
+function chart(points) {
+  const keys = [...new Set(points.flatMap((p) => Object.keys(p.metrics).filter((k) => typeof p.metrics[k] === "number")))];
+  if (!points.length || !keys.length) return h("p", { class: "muted" }, "No metrics reported yet.");
+  const width = 560, height = 160, pad = 28;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("data-testid", "metrics-chart");
+  const colours = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c"];
+  const xs = points.map((p, i) => (typeof p.step === "number" ? p.step : i));
+  const xmin = Math.min(...xs), xmax = Math.max(...xs) || 1;
+  const legend = h("div", { class: "legend" });
+  keys.slice(0, colours.length).forEach((key, k) => {
+    const ys = points.map((p) => p.metrics[key]).filter((v) => typeof v === "number");
+    const ymin = Math.min(...ys), ymax = Math.max(...ys);
+    const sx = (x) => pad + ((x - xmin) / ((xmax - xmin) || 1)) * (width - 2 * pad);
+    const sy = (y) => height - pad - ((y - ymin) / ((ymax - ymin) || 1)) * (height - 2 * pad);
+    const d = points.map((p, i) => [xs[i], p.metrics[key]]).filter(([, y]) => typeof y === "number")
+      .map(([x, y], i) => `${i ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(" ");
+    const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+    path.setAttribute("d", d);
+    path.setAttribute("stroke", colours[k]);
+    path.setAttribute("fill", "none");
+    path.setAttribute("stroke-width", "2");
+    svg.append(path);
+    const last = ys[ys.length - 1];
+    legend.append(h("span", { style: `color:${colours[k]}` }, `${key}: ${Number(last.toPrecision(4))} (min ${Number(ymin.toPrecision(4))})`));
+  });
+  return h("div", {}, svg, legend);
+}
+
+function recoveryCard(job, onDone) {
+  const message = h("p", { class: "error", "data-testid": "action-error" });
+  const buttons = ACTIONS.filter((a) => a.from.includes(job.status)).map((a) =>
+    h("button", { "data-action": a.action, class: a.action === "cancel" || a.action === "mark-failed" ? "danger" : "",
+      onclick: async () => {
+        let body = {};
+        if (a.action === "mark-failed") {
+          const reason = window.prompt("Why did it fail?");
+          if (!reason) return;
+          body = { reason };
+        }
+        if (a.action === "cancel" && job.requested_action === "cancel") body = { force: true };
+        message.textContent = "";
+        try {
+          await api("POST", `/api/training/${job.id}/${a.action}`, body);
+          onDone();
+        } catch (error) {
+          message.textContent = error.message;
+          onDone(false);
+        }
+      } }, a.action === "cancel" && job.requested_action === "cancel" ? "Kill now" : a.label));
+  return h("section", { class: "card recovery", "data-testid": "recovery" }, h("h2", {}, "Recovery"),
+    buttons.length ? h("div", { class: "buttons" }, buttons) : h("p", { class: "muted" }, "Nothing to do: the job has completed."),
+    message);
+}
+
+async function jobView(mine, id) {
+  const top = h("div", {});
+  const chartBox = h("section", { class: "card" }, h("h2", {}, "Metrics"));
+  const events = h("section", { class: "card" }, h("h2", {}, "Events"));
+  const logBox = h("pre", { class: "logs", "data-testid": "logs" });
+  const logs = h("section", { class: "card wide" }, h("h2", {}, "Log"), logBox);
+  view.replaceChildren(h("p", {}, h("a", { href: "#/jobs" }, "← all jobs")), top, h("div", { class: "grid" }, chartBox, events), logs);
+  let next = 0;
+  let lastError = "";
+
+  async function refresh(keepError = true) {
+    try {
+      const [{ data: job }, { data: ev }, { data: m }, { data: log }] = await Promise.all([
+        api("GET", `/api/training/${id}`), api("GET", `/api/training/${id}/events`),
+        api("GET", `/api/training/${id}/metrics`), api("GET", `/api/training/${id}/logs?after=${next}`)]);
+      if (mine !== routeToken) return;
+      const previousError = keepError ? (top.querySelector("[data-testid=action-error]") || {}).textContent : "";
+      const facts = [
+        ["Kind", job.kind], ["Pool", job.pool], ["GPUs", job.gpus], ["Priority", job.priority + (job.forced ? " (forced)" : "")],
+        ["Queue position", job.queue_position ? `#${job.queue_position}` : "–"],
+        ["Waiting", job.waiting_reason || "–"],
+        ["Attempt", `${job.attempt} of ${job.max_attempts}`], ["Interruptions", `${job.interruptions} of ${job.max_interruptions}`],
+        ["Worker", job.worker ? `${job.worker.name} on GPUs [${job.worker.gpu_ids.join(", ")}]` : "–"],
+        ["Checkpoint", job.checkpoint ? `${job.checkpoint.uri} (step ${job.checkpoint.step ?? "?"})` : "none"],
+        ["Created", when(job.created_at)], ["Started", when(job.started_at)], ["Finished", when(job.finished_at)],
+      ];
+      if (job.termination_reason) {
+        facts.push(["Ended by", job.termination_reason + (job.exit_code !== null ? ` (exit code ${job.exit_code})` : "")
+          + (job.signal !== null ? ` (signal ${job.signal})` : "")]);
+      }
+      if (job.error_message) facts.push(["Error", job.error_message]);
+      const card = recoveryCard(job, (ok = true) => { if (ok) refresh(false); });
+      top.replaceChildren(
+        h("h1", {}, job.name, " ", badge(job)),
+        h("div", { class: "grid" },
+          h("section", { class: "card" }, h("h2", {}, "Progress"), progressBar(job.progress),
+            h("p", { class: "muted", "data-testid": "progress-message" }, (job.progress && job.progress.message) || ""),
+            h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", { "data-fact": k }, v)]))),
+          card),
+        job.log_tail && job.log_tail.length && job.termination_reason
+          ? h("section", { class: "card wide" }, h("h2", {}, "Last lines"), h("pre", { class: "logs" }, job.log_tail.join("\n"))) : "");
+      if (previousError && keepError) card.querySelector("[data-testid=action-error]").textContent = previousError;
+      chartBox.replaceChildren(h("h2", {}, "Metrics"), chart(m.points));
+      events.replaceChildren(h("h2", {}, "Events"), h("ol", { class: "events", "data-testid": "events" }, ev.items.map((e) =>
+        h("li", {}, when(e.at), " ", h("b", {}, e.action), ` ${e.from_status || "–"} → ${e.to_status} by ${e.actor}`,
+          e.reason ? h("span", { class: "muted" }, ` — ${e.reason}`) : ""))));
+      if (log.lines.length) {
+        const follow = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4;
+        logBox.append(log.lines.map((l) => l.text).join("\n") + "\n");
+        next = log.next;
+        if (follow) logBox.scrollTop = logBox.scrollHeight;
+      }
+    } catch (error) {
+      if (error.status === 404) { view.replaceChildren(h("p", { class: "error" }, "No such job.")); return; }
+      showError(top, error);
+    }
+    if (mine === routeToken) schedule(refresh);
+  }
+  await refresh();
+}
+
+async function queueView(mine) {
+  const box = h("div", {});
+  view.replaceChildren(h("h1", {}, "Queue"), h("p", { class: "muted" }, "Claimable jobs per pool, in the order workers take them."), box);
+  async function refresh() {
+    try {
+      const { data } = await api("GET", "/api/queue");
+      if (mine !== routeToken) return;
+      const pools = Object.entries(data.pools);
+      box.replaceChildren(...(pools.length ? pools.map(([pool, jobs]) => h("section", { class: "card wide" }, h("h2", {}, `Pool ${pool}`),
+        h("table", {}, h("thead", {}, h("tr", {}, ["#", "Name", "GPUs", "Priority", "Why it waits"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, jobs.map((j) => h("tr", {}, h("td", {}, j.position),
+            h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name), j.forced ? h("span", { class: "badge forced" }, "forced") : ""),
+            h("td", {}, j.gpus), h("td", {}, j.priority), h("td", {}, j.waiting_reason || "")))))))
+        : [h("p", { class: "muted" }, "Nothing is waiting.")]));
+    } catch (error) { showError(box, error); }
+    if (mine === routeToken) schedule(refresh);
+  }
+  await refresh();
+}
+
+async function workersView(mine) {
+  const box = h("div", {});
+  view.replaceChildren(h("h1", {}, "Workers"), box);
+  async function refresh() {
+    try {
+      const { data } = await api("GET", "/api/workers");
+      if (mine !== routeToken) return;
+      box.replaceChildren(data.items.length ? h("table", {},
+        h("thead", {}, h("tr", {}, ["Name", "Alive", "Pools", "Kinds", "GPUs free", "Devices", "Running", "Heartbeat"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, data.items.map((w) => h("tr", {},
+          h("td", {}, w.name, h("div", { class: "muted" }, w.hostname)),
+          h("td", {}, h("span", { class: `badge ${w.alive ? "running" : "failed"}` }, w.alive ? "alive" : "gone")),
+          h("td", {}, w.pools.join(", ")), h("td", {}, w.kinds.join(", ")),
+          h("td", {}, `${w.gpus.free} of ${w.gpus.total}`),
+          h("td", {}, w.gpus.devices.map((d) => h("div", {}, `${d.id}: ${d.name || "GPU"}`
+            + (typeof d.utilization === "number" ? ` · ${d.utilization}%` : "")
+            + (d.memory_total ? ` · ${(d.memory_used / 2 ** 30).toFixed(1)}/${(d.memory_total / 2 ** 30).toFixed(1)} GiB` : "")))),
+          h("td", {}, w.running_jobs.map((id) => h("div", {}, h("a", { href: `#/jobs/${id}` }, id.slice(0, 8))))),
+          h("td", {}, when(w.last_heartbeat_at))))))
+        : h("p", { class: "muted" }, "No worker has registered."));
+    } catch (error) { showError(box, error); }
+    if (mine === routeToken) schedule(refresh);
+  }
+  await refresh();
+}
+
+function submitView() {
+  const message = h("p", { class: "error", "data-testid": "submit-error" });
+  const form = h("form", { class: "card wide submit", onsubmit: async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    let config;
+    try { config = JSON.parse(f.get("config") || "{}"); } catch (err) { message.textContent = "Config is not valid JSON: " + err.message; return; }
+    const body = { name: f.get("name"), kind: f.get("kind"), config, gpus: Number(f.get("gpus")),
+      pool: f.get("pool") || "default", priority: Number(f.get("priority")), hold: f.get("hold") === "on" };
+    try {
+      const { data } = await api("POST", "/api/training", body);
+      location.hash = `#/jobs/${data.id}`;
+    } catch (error) { message.textContent = error.message; }
+  } },
+  h("label", {}, "Name", h("input", { name: "name", required: true, maxlength: 200 })),
+  h("label", {}, "Kind", h("input", { name: "kind", required: true, value: "train-sgd", pattern: "[A-Za-z0-9._\\-]+" })),
+  h("label", {}, "Config (JSON)", h("textarea", { name: "config", rows: 5 }, '{"steps": 200}')),
+  h("div", { class: "row" },
+    h("label", {}, "GPUs", h("input", { name: "gpus", type: "number", min: 0, max: 64, value: 1 })),
+    h("label", {}, "Pool", h("input", { name: "pool", value: "default" })),
+    h("label", {}, "Priority", h("input", { name: "priority", type: "number", min: 0, max: 100, value: 50 }))),
+  h("label", { class: "inline" }, h("input", { name: "hold", type: "checkbox" }), " Hold (keep it pending until released)"),
+  h("button", { type: "submit" }, "Submit"), message);
+  view.replaceChildren(h("h1", {}, "Submit a job"), form);
+}
+
+// -- routing ------------------------------------------------------------------------
+
+async function route() {
+  clearTimeout(timer);
+  const mine = ++routeToken;
+  const [, page, id] = (location.hash || "#/jobs").split("/");
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    link.classList.toggle("active", link.dataset.nav === (page || "jobs"));
+  }
+  if (page === "jobs" && id) return jobView(mine, id);
+  if (page === "queue") return queueView(mine);
+  if (page === "workers") return workersView(mine);
+  if (page === "submit") return submitView();
+  return jobsView(mine);
+}
+
+window.addEventListener("hashchange", route);
+route();
