@@ -184,7 +184,8 @@ class SlotRunner:
             self._record_end(job, exit)
         finally:
             self.gpus.give_back(job.gpu_ids)
-            self.finished += 1
+            with self._lock:
+                self.finished += 1
             self.wakeup.set()
 
     def _record_end(self, job: Claimed, exit: Exit) -> None:

@@ -25,9 +25,22 @@ def _url() -> str:
     return normalize_url(url)
 
 
+def _has_url() -> bool:
+    import os
+
+    return bool(
+        context.get_x_argument(as_dictionary=True).get("url")
+        or config.attributes.get("url")
+        or os.environ.get("DATABASE_URL")
+        or config.get_main_option("sqlalchemy.url")
+    )
+
+
 def run_migrations_offline() -> None:
+    # Printing the DDL needs only the dialect, not a reachable database.
+    url = _url() if _has_url() else "postgresql+psycopg://"
     context.configure(
-        url=_url(),
+        url=url,
         target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
