@@ -102,6 +102,11 @@ def api(host: str, port: int, processes: int | None) -> None:
 
     require_head(make_engine(_settings().require_database_url(), pool_size=1))
     processes = processes or min(2 * (os.cpu_count() or 1) + 1, 8)
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Counters from every gunicorn process add up in one /metrics view.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="jobqueue-metrics-")
     argv = [
         sys.executable, "-m", "gunicorn",
         "--bind", f"{host}:{port}",
