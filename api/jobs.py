@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from api.auth import actor
 from api.errors import ApiError
-from api.requests import int_arg, job_id, json_body
+from api.requests import int_arg, job_id, json_body, str_arg
 from jobqueue.queue import JobQueue
 from jobqueue.records import Job
 from jobqueue.specs import CancelBody, EmptyBody, JobPatch, JobSpec, MarkFailedBody, RetryBody
@@ -52,10 +52,10 @@ def list_jobs():
         )
     jobs, next_cursor = _queue().list_jobs(
         statuses=statuses or None,
-        pool=request.args.get("pool") or None,
-        name_contains=request.args.get("q") or None,
+        pool=str_arg("pool"),
+        name_contains=str_arg("q"),
         limit=int_arg("limit", 50, low=1, high=200),
-        cursor=request.args.get("cursor") or None,
+        cursor=str_arg("cursor"),
     )
     return jsonify({"items": [j.public() for j in jobs], "next_cursor": next_cursor})
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+import math
+from typing import Any, TypeVar
 from uuid import UUID
 
 from flask import request
@@ -12,6 +13,9 @@ from pydantic import BaseModel
 from api.errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
+
+#: Deepest nesting of objects and arrays a body may have (configs are far shallower).
+MAX_DEPTH = 64
 
 
 def json_body(model: type[M], *, optional: bool = False) -> M:
@@ -32,9 +36,35 @@ def json_body(model: type[M], *, optional: bool = False) -> M:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "invalid", f"the body is nested over {MAX_DEPTH} levels") from exc
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid", "the body must be a JSON object")
+    _storable(payload)
     return model.model_validate(payload)
+
+
+def _storable(payload: Any) -> None:
+    """Refuse what JSON allows but PostgreSQL cannot store, and absurd nesting.
+
+    Python's parser takes NaN, Infinity and overflowing numbers (1e400), which
+    jsonb refuses; text and jsonb refuse NUL characters.
+    """
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise ApiError(400, "invalid", f"the body is nested over {MAX_DEPTH} levels")
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+            if isinstance(value, dict):
+                stack.extend((key, depth) for key in value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                raise ApiError(400, "invalid", "strings may not contain NUL (\\u0000)")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ApiError(400, "bad_json", "numbers must be finite (no NaN or Infinity)")
 
 
 def job_id(raw: str) -> UUID:
@@ -42,6 +72,14 @@ def job_id(raw: str) -> UUID:
         return UUID(raw)
     except ValueError as exc:
         raise ApiError(400, "bad_id", f"{raw!r} is not a job id (a UUID)", id=raw) from exc
+
+
+def str_arg(name: str) -> str | None:
+    """A text query argument; None when absent or empty."""
+    raw = request.args.get(name)
+    if raw and "\x00" in raw:
+        raise ApiError(400, "invalid", f"{name} may not contain NUL (%00)", field=name)
+    return raw or None
 
 
 def int_arg(name: str, default: int, *, low: int, high: int) -> int:
