@@ -126,7 +126,7 @@ class SlotRunner:
             self.wakeup.clear()
             if self._listener is not None and self.hooks is not None:
                 mine = [p for ch, p in self._listener.drain() if ch == ACTIONS_CHANNEL]
-                if any(p.split(" ", 1)[0] == self.worker.name for p in mine):
+                if any(p.rsplit(" ", 1)[0] == self.worker.name for p in mine):
                     self._renew_safely()  # a request for one of our jobs: act now
             claimed = self.claim_once()
             if claimed and self.busy() < self.slots:

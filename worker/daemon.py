@@ -94,6 +94,7 @@ class WorkerDaemon:
         self.leftovers = Leftovers(config.state_dir / "running")
         self._jobs: dict[UUID, JobProcess] = {}
         self._lock = threading.Lock()
+        self._shutting_down = False
         self._heartbeat = Looper("heartbeat", self.heartbeat, settings.heartbeat_seconds)
         self._sweeper = Looper(
             "lease-sweep", lambda: sweep_expired_leases(self.engine), settings.sweep_seconds
@@ -167,6 +168,7 @@ class WorkerDaemon:
 
     def shutting_down(self) -> None:
         with self._lock:
+            self._shutting_down = True
             running = list(self._jobs.values())
         for process in running:
             process.stop(StopCause.SHUTDOWN)
@@ -192,6 +194,9 @@ class WorkerDaemon:
         )  # fmt: skip
         with self._lock:
             self._jobs[job.id] = process
+            shutting_down = self._shutting_down
+        if shutting_down:  # claimed just before the worker was told to stop: hand it back
+            process.stop(StopCause.SHUTDOWN)
         try:
             exit = process.wait()
             assert exit is not None

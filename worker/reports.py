@@ -32,11 +32,13 @@ def parse_report(line: str) -> Report | None:
         return None
     try:
         body = json.loads(line[len(PREFIX) :])
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(body, dict):
         return None
     try:
+        if _has_nul(body):  # PostgreSQL can store no NUL character in text or jsonb
+            return None
         return Report(
             fraction=_fraction(body.get("progress")),
             step=_int(body.get("step")),
@@ -44,7 +46,7 @@ def parse_report(line: str) -> Report | None:
             metrics=_metrics(body.get("metrics")),
             checkpoint=_str(body.get("checkpoint")),
         )
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, RecursionError):
         return None
 
 
@@ -61,7 +63,20 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("step must be a number")
-    return int(value)
+    step = int(value)
+    if not -(2**63) <= step < 2**63:  # the database keeps steps as bigint
+        raise ValueError("step is out of range")
+    return step
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _str(value: Any) -> str | None:

@@ -47,6 +47,7 @@ class Supervisor:
         lease = float(spec["lease_seconds"])
         self.kill_at = time.monotonic() + lease - SAFETY_SECONDS
         self.term_at = self.kill_at - min(self.grace, lease / 3)
+        self.grace_ends = float("inf")  # once SIGTERM went out: when its grace period ends
         self.stopping_on_own = False
         self.proc: subprocess.Popen | None = None
         self.exited = threading.Event()
@@ -96,7 +97,8 @@ class Supervisor:
 
     def _terminate(self, grace: float) -> None:
         self._killpg(signal.SIGTERM)
-        self.kill_at = min(self.kill_at, time.monotonic() + grace)
+        self.grace_ends = time.monotonic() + grace
+        self.kill_at = min(self.kill_at, self.grace_ends)
         self.term_at = float("inf")
 
     def _control(self) -> None:
@@ -134,16 +136,20 @@ class Supervisor:
     def _command(self, words: list[str]) -> None:
         if not words:
             return
-        if words[0] == "lease" and len(words) == 2 and self.term_at != float("inf"):
+        if words[0] == "lease" and len(words) == 2:
             lease = float(words[1])
-            self.kill_at = time.monotonic() + lease - SAFETY_SECONDS
-            self.term_at = self.kill_at - min(self.grace, lease / 3)
+            lease_ends = time.monotonic() + lease - SAFETY_SECONDS
+            if self.term_at != float("inf"):
+                self.kill_at = lease_ends
+                self.term_at = self.kill_at - min(self.grace, lease / 3)
+            else:  # stopping: a renewed lease lets the grace period run, never past either
+                self.kill_at = min(self.grace_ends, lease_ends)
         elif words[0] == "term" and len(words) == 2:
             if self.term_at != float("inf"):
                 self._terminate(float(words[1]))
         elif words[0] == "kill":
             self._killpg(signal.SIGKILL)
-            self.kill_at = time.monotonic()
+            self.kill_at = self.grace_ends = time.monotonic()
 
 
 def main() -> int:
