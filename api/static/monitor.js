@@ -60,6 +60,8 @@ function login() {
       localStorage.setItem("jobqueue.token", input.value.trim());
       resolve();
     }, { once: true });
+    // Escape closes the dialog without a token: ask again rather than hang.
+    dialog.addEventListener("cancel", (event) => event.preventDefault());
   });
 }
 
@@ -125,13 +127,15 @@ async function jobsView(mine) {
   const table = h("div", { class: "table" });
   view.replaceChildren(h("h1", {}, "Jobs"), controls, table);
 
+  let latest = 0;
   async function refresh() {
+    const seq = ++latest; // a newer search must not be overwritten by an older answer
     const params = new URLSearchParams({ limit: "100" });
     for (const s of filters.statuses) params.append("status", s);
     if (filters.q) params.set("q", filters.q);
     try {
       const { data } = await api("GET", "/api/training?" + params);
-      if (mine !== routeToken) return;
+      if (mine !== routeToken || seq !== latest) return;
       table.replaceChildren(h("table", {},
         h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "Queue", "Pool", "GPUs", "Created"].map((t) => h("th", {}, t)))),
         h("tbody", {}, data.items.length ? data.items.map((job) => h("tr", { "data-job": job.id },
@@ -141,8 +145,8 @@ async function jobsView(mine) {
           h("td", { title: job.waiting_reason || "" }, job.queue_position ? `#${job.queue_position}` : ""),
           h("td", {}, job.pool), h("td", {}, job.gpus), h("td", {}, when(job.created_at))))
           : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No jobs match.")))));
-    } catch (error) { showError(table, error); }
-    if (mine === routeToken) schedule(refresh);
+    } catch (error) { if (seq === latest) showError(table, error); }
+    if (mine === routeToken && seq === latest) schedule(refresh);
   }
   await refresh();
 }
@@ -213,13 +217,15 @@ async function jobView(mine, id) {
   view.replaceChildren(h("p", {}, h("a", { href: "#/jobs" }, "← all jobs")), top, h("div", { class: "grid" }, chartBox, events), logs);
   let next = 0;
   let lastError = "";
+  let latest = 0; // an action's refresh can overtake the timer's: only the newest renders
 
   async function refresh(keepError = true) {
+    const seq = ++latest;
     try {
       const [{ data: job }, { data: ev }, { data: m }, { data: log }] = await Promise.all([
         api("GET", `/api/training/${id}`), api("GET", `/api/training/${id}/events`),
         api("GET", `/api/training/${id}/metrics`), api("GET", `/api/training/${id}/logs?after=${next}`)]);
-      if (mine !== routeToken) return;
+      if (mine !== routeToken || seq !== latest) return;
       const previousError = keepError ? (top.querySelector("[data-testid=action-error]") || {}).textContent : "";
       const facts = [
         ["Kind", job.kind], ["Pool", job.pool], ["GPUs", job.gpus], ["Priority", job.priority + (job.forced ? " (forced)" : "")],
@@ -257,6 +263,7 @@ async function jobView(mine, id) {
         if (follow) logBox.scrollTop = logBox.scrollHeight;
       }
     } catch (error) {
+      if (mine !== routeToken || seq !== latest) return;
       if (error.status === 404) { view.replaceChildren(h("p", { class: "error" }, "No such job.")); return; }
       showError(top, error);
     }

@@ -1,0 +1,499 @@
+"""The web monitor in a real browser: Playwright for Python driving Debian's Chromium.
+
+The real app is served over HTTP on a loopback port and a real worker daemon
+runs the example training job (``examples/train_sgd.py``) on 2 virtual GPUs,
+so every state the page shows comes from PostgreSQL rows a worker wrote.
+The browser is Debian's ``/usr/bin/chromium`` (headless); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.is_file():
+    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the playwright Python package is not installed"
+)
+
+from werkzeug.serving import make_server  # noqa: E402
+
+from api.app import create_app  # noqa: E402
+from jobqueue.db import make_engine  # noqa: E402
+from jobqueue.queue import JobQueue  # noqa: E402
+from jobqueue.settings import Settings  # noqa: E402
+from jobqueue.specs import JobSpec  # noqa: E402
+from jobqueue.states import JobStatus  # noqa: E402
+from worker.daemon import WorkerConfig, WorkerDaemon  # noqa: E402
+from worker.gpus import discover  # noqa: E402
+from worker.kinds import load_kinds  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+KINDS = REPO / "examples" / "kinds.toml"
+SCREENSHOT_COPY = Path("/tmp/jobqueue-job-page.png")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+WAIT_MS = 30_000  # the longest any single wait on the page may take
+BADGE = "[data-testid=job-status]"
+TOKEN = "s3cret-browser-token"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# -- the system under test ------------------------------------------------------------
+
+
+class System:
+    """The API served on a loopback port, plus a core queue on the same database."""
+
+    def __init__(self, base_url: str, queue: JobQueue):
+        self.base_url = base_url
+        self.queue = queue
+
+    def submit(self, **body: Any):
+        body.setdefault("kind", "train-sgd")
+        body.setdefault("config", {})
+        body.setdefault("gpus", 1)
+        job, _ = self.queue.submit(JobSpec.model_validate(body), actor="test")
+        return job
+
+    def job(self, job_id) -> Any:
+        return self.queue.get(job_id)
+
+    def wait_status(self, job_id, *statuses: JobStatus, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.queue.get(job_id)
+            if job.status in statuses:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} is {job.status.value}, not {statuses}")
+            time.sleep(0.1)
+
+    def wait_step(self, job_id, at_least: int, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.queue.get(job_id)
+            step = (job.progress or {}).get("step") or 0
+            if step >= at_least and job.checkpoint:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} reached step {step} only ({job.status})")
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[System]:
+    engine = make_engine(settings.require_database_url(), pool_size=10)
+    server = None
+    thread = None
+    try:
+        # The worker daemon runs the lease sweep; the app's own sweeper thread could not
+        # be stopped before the test's database is dropped.
+        app = create_app(settings, engine=engine, background=False)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, name="browser-api", daemon=True)
+        thread.start()
+        yield System(f"http://127.0.0.1:{server.server_port}", JobQueue(engine, settings))
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(10)
+        engine.dispose()
+
+
+def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        database_url=database_url,
+        auth="off",
+        lease_seconds=10,
+        heartbeat_seconds=0.5,
+        sweep_seconds=1,
+        grace_seconds=5,
+        retry_backoff_seconds=1,
+        state_dir=tmp_path / "state",
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def system(database_url: str, tmp_path: Path) -> Iterator[System]:
+    """The API and one worker (2 virtual GPUs, the example kinds) on a fresh database."""
+    settings = make_settings(database_url, tmp_path)
+    config = WorkerConfig.build(
+        settings,
+        kinds=load_kinds(KINDS),
+        gpus=discover(virtual=2),
+        name=f"browser-{uuid.uuid4().hex[:8]}",
+    )
+    with serving(settings) as served:
+        daemon = WorkerDaemon(config, settings)
+        try:
+            daemon.start()
+            yield served
+        finally:
+            daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+        assert not errors, f"JavaScript errors on the page: {errors}"
+    finally:
+        context.close()
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def open_job(page, system: System, job_id) -> None:
+    page.goto(f"{system.base_url}/#/jobs/{job_id}")
+    page.wait_for_selector(BADGE)
+
+
+def badge_is(page, status: str, timeout: int = WAIT_MS) -> None:
+    page.wait_for_selector(f"{BADGE}[data-status={status}]", timeout=timeout)
+
+
+def watch_statuses(page, until: str, timeout: float = 30.0) -> list[str]:
+    """The badge's statuses as the page showed them, in order, until ``until`` shows."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = page.get_attribute(BADGE, "data-status", timeout=WAIT_MS)
+        if status and (not seen or seen[-1] != status):
+            seen.append(status)
+        if status == until:
+            return seen
+        page.wait_for_timeout(100)
+    raise AssertionError(f"the page never showed {until!r}; it showed {seen}")
+
+
+def fact(page, name: str) -> str:
+    return page.text_content(f"[data-fact='{name}']") or ""
+
+
+def sgd(steps: int, step_seconds: float, every: int = 20) -> dict[str, Any]:
+    return {"steps": steps, "step_seconds": step_seconds, "checkpoint_every": every}
+
+
+# -- the tests ------------------------------------------------------------------------
+
+
+def test_submit_from_the_page_lands_on_the_new_job_which_runs_to_completion(page, system):
+    page.goto(f"{system.base_url}/#/submit")
+    page.fill("input[name=name]", "from-the-browser")
+    assert page.input_value("input[name=kind]") == "train-sgd"
+    page.fill(
+        "textarea[name=config]", '{"steps": 60, "step_seconds": 0.02, "checkpoint_every": 20}'
+    )
+    page.fill("input[name=gpus]", "1")
+    page.fill("input[name=priority]", "60")
+    page.click("form.submit button[type=submit]")
+
+    page.wait_for_url(re.compile(r"#/jobs/[0-9a-f-]{36}$"), timeout=WAIT_MS)
+    job_id = uuid.UUID(page.url.rsplit("/", 1)[1])
+    page.wait_for_selector("h1:has-text('from-the-browser')")
+    job = system.job(job_id)
+    assert (job.name, job.kind, job.gpus, job.priority) == ("from-the-browser", "train-sgd", 1, 60)
+    assert job.config == sgd(60, 0.02)
+
+    badge_is(page, "completed")
+    assert system.job(job_id).status is JobStatus.COMPLETED
+    assert "step 60/60" in page.text_content("[data-testid=progress-message]")
+    assert "completed" in fact(page, "Ended by")
+    # The log the worker kept is on the page, and the list page lists the job.
+    page.wait_for_selector("[data-testid=logs]:has-text('done')")
+    page.click("a:has-text('all jobs')")
+    row = page.wait_for_selector(f"tr[data-job='{job_id}']")
+    assert row.query_selector(f"{BADGE}[data-status=completed]") is not None
+
+
+def test_submit_form_shows_the_api_error_and_bad_json_without_leaving(page, system):
+    page.goto(f"{system.base_url}/#/submit")
+    page.fill("input[name=name]", "broken")
+    page.fill("textarea[name=config]", "{not json")
+    page.click("form.submit button[type=submit]")
+    page.wait_for_selector("[data-testid=submit-error]:has-text('not valid JSON')")
+
+    page.fill("textarea[name=config]", "[1, 2]")  # valid JSON, but the API wants an object
+    page.click("form.submit button[type=submit]")
+    page.wait_for_selector("[data-testid=submit-error]:has-text('config:')")
+    assert page.url.endswith("#/submit")
+    jobs, _ = system.queue.list_jobs(limit=10)
+    assert jobs == []
+
+
+def test_held_job_submitted_with_the_hold_box_then_force_started(page, system, tmp_path):
+    # Both virtual GPUs are busy, so the forced job visibly waits in the queue first.
+    blocker = system.submit(name="blocker", gpus=2, config=sgd(10_000, 0.05))
+    system.wait_status(blocker.id, JobStatus.RUNNING)
+
+    page.goto(f"{system.base_url}/#/submit")
+    page.fill("input[name=name]", "held-then-forced")
+    page.fill(
+        "textarea[name=config]", '{"steps": 150, "step_seconds": 0.02, "checkpoint_every": 20}'
+    )
+    page.check("input[name=hold]")
+    page.click("form.submit button[type=submit]")
+    page.wait_for_url(re.compile(r"#/jobs/[0-9a-f-]{36}$"), timeout=WAIT_MS)
+    job_id = uuid.UUID(page.url.rsplit("/", 1)[1])
+    badge_is(page, "pending")
+    assert system.job(job_id).status is JobStatus.PENDING
+    assert "held" in fact(page, "Waiting").lower()
+
+    page.click("[data-action=force-start]")
+    badge_is(page, "queued")
+    page.wait_for_selector("[data-fact=Priority]:has-text('(forced)')")
+    job = system.job(job_id)
+    assert job.status is JobStatus.QUEUED and job.forced
+
+    # Free the GPUs: the forced job goes first.
+    system.queue.cancel(blocker.id, actor="test", force=True)
+    seen = watch_statuses(page, until="completed", timeout=45)
+    assert seen[0] == "queued" and seen[-1] == "completed", seen
+    assert "running" in seen, seen
+    assert seen.index("queued") < seen.index("running") < seen.index("completed"), seen
+    assert system.job(job_id).status is JobStatus.COMPLETED
+    page.wait_for_selector("[data-testid=events] li:has-text('force-start')")
+
+    # A screenshot of the job page, kept with the test run and copied to a fixed place.
+    page.wait_for_selector("[data-testid=metrics-chart]")
+    shot = tmp_path / "job-page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    shutil.copyfile(shot, SCREENSHOT_COPY)
+    for path in (shot, SCREENSHOT_COPY):
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC), path
+        assert len(data) > 5_000, (path, len(data))
+
+
+def test_pause_a_running_job_then_resume_it_continues_from_its_checkpoint(page, system):
+    job = system.submit(name="pause-me", config=sgd(240, 0.03))
+    system.wait_step(job.id, 40)
+    open_job(page, system, job.id)
+    badge_is(page, "running")
+
+    page.click("[data-action=pause]")
+    badge_is(page, "paused")
+    paused = system.job(job.id)
+    assert paused.status is JobStatus.PAUSED
+    assert paused.worker_name is None and paused.requested_action is None
+    # The REST API, which the page reads, says the same.
+    shown = requests.get(f"{system.base_url}/api/training/{job.id}", timeout=10).json()
+    assert shown["status"] == "paused" and shown["worker"] is None
+    assert shown["checkpoint"]["step"] == paused.checkpoint["step"]
+    assert paused.checkpoint and paused.checkpoint["step"] >= 40
+    paused_at = paused.checkpoint["step"]
+    assert paused_at < 240
+    page.wait_for_selector(f"[data-fact=Checkpoint]:has-text('step {paused_at}')")
+    assert page.query_selector("[data-action=pause]") is None
+    assert page.query_selector("[data-action=resume]") is not None
+
+    page.click("[data-action=resume]")
+    seen = watch_statuses(page, until="completed", timeout=45)
+    assert "running" in seen, seen
+    done = system.job(job.id)
+    assert done.status is JobStatus.COMPLETED
+    assert done.attempt == 1  # a pause is not a failure
+    lines, _ = system.queue.logs(job.id, after=0, limit=10_000)
+    texts = [line.text for line in lines]
+    assert any(f"at step {paused_at}" in t and t.startswith("resuming from") for t in texts)
+    # Training went on from the checkpoint: no step before it was reported again.
+    steps_after_resume = [
+        int(t.split()[1])
+        for t in texts[texts.index(next(t for t in texts if t.startswith("resuming"))) :]
+        if re.fullmatch(r"step \d+ loss \S+", t)
+    ]
+    assert steps_after_resume and min(steps_after_resume) > paused_at
+    events = [e.action for e in system.queue.events(job.id)]
+    assert "pause" in events and "resume" in events
+
+
+def test_mark_failed_asks_for_the_reason_and_shows_it(page, system):
+    job = system.submit(name="diverging", config=sgd(2_000, 0.05))
+    system.wait_step(job.id, 20)
+    open_job(page, system, job.id)
+    badge_is(page, "running")
+
+    prompts: list[str] = []
+
+    def answer(dialog) -> None:
+        prompts.append(dialog.message)
+        dialog.accept("diverged")
+
+    page.on("dialog", answer)
+    page.click("[data-action=mark-failed]")
+    badge_is(page, "failed")
+    assert prompts and "fail" in prompts[0].lower()
+    failed = system.job(job.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.termination_reason == "marked_failed"
+    page.wait_for_selector("[data-testid=events] li:has-text('diverged')")
+    assert "marked_failed" in fact(page, "Ended by")
+    reasons = [e.reason for e in system.queue.events(job.id)]
+    assert "diverged" in reasons
+    # A failed job offers retry and nothing that the API would refuse.
+    actions = page.eval_on_selector_all("[data-action]", "els => els.map(e => e.dataset.action)")
+    assert actions == ["retry"]
+
+
+def test_mark_failed_dismissed_prompt_changes_nothing(page, system):
+    job = system.submit(name="keep-me", hold=True, config=sgd(20, 0.01))
+    open_job(page, system, job.id)
+    badge_is(page, "pending")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("[data-action=mark-failed]")
+    page.wait_for_timeout(500)
+    assert system.job(job.id).status is JobStatus.PENDING
+    assert page.get_attribute(BADGE, "data-status") == "pending"
+
+
+def test_retry_a_cancelled_job_from_the_page(page, system):
+    job = system.submit(name="retry-me", config=sgd(4_000, 0.05))
+    system.wait_step(job.id, 20)
+    system.queue.cancel(job.id, actor="test")
+    cancelled = system.wait_status(job.id, JobStatus.CANCELLED)
+    ckpt_step = cancelled.checkpoint["step"]
+    open_job(page, system, job.id)
+    badge_is(page, "cancelled")
+
+    page.click("[data-action=retry]")
+    page.wait_for_selector(f"{BADGE}[data-status=queued], {BADGE}[data-status=running]")
+    badge_is(page, "running")
+    retried = system.wait_status(job.id, JobStatus.RUNNING)
+    assert retried.attempt == 1
+    events = [e.action for e in system.queue.events(job.id)]
+    assert "retry" in events
+    # From the checkpoint: the new run says where it resumed.
+    page.wait_for_selector(f"[data-testid=logs]:has-text('at step {ckpt_step}')")
+
+
+def test_a_stale_button_shows_the_conflict_inline(page, system):
+    job = system.submit(name="stale", hold=True, config=sgd(20, 0.01))
+    open_job(page, system, job.id)
+    badge_is(page, "pending")
+    # Right after the page refreshed (every 2 s), the job changes elsewhere: the page
+    # still offers "Start now", which the API now refuses.
+    with page.expect_response(lambda r: r.url.endswith(f"/api/training/{job.id}")):
+        pass
+    system.queue.cancel(job.id, actor="someone-else")
+    page.click("[data-action=force-start]")
+
+    error = page.wait_for_selector("[data-testid=action-error]:not(:empty)")
+    assert "cannot force-start" in error.text_content()
+    assert "cancelled" in error.text_content()
+    # The next refresh shows the real state and keeps the message.
+    badge_is(page, "cancelled")
+    assert "cannot force-start" in page.text_content("[data-testid=action-error]")
+    assert system.job(job.id).status is JobStatus.CANCELLED
+
+
+def test_token_login_when_auth_is_on(page, database_url, tmp_path):
+    settings = make_settings(database_url, tmp_path, auth="on", api_tokens=f"ops:operator:{TOKEN}")
+    with serving(settings) as served:
+        served.submit(name="visible-after-login", hold=True)
+        # The API refuses without the token.
+        assert requests.get(f"{served.base_url}/api/training", timeout=10).status_code == 401
+
+        page.goto(served.base_url + "/")
+        assert page.get_attribute("body", "data-auth") == "on"
+        page.wait_for_selector("#login[open]")
+        page.fill("#login-token", "wrong-token")
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#login[open] #login-error:has-text('not accepted')")
+
+        page.fill("#login-token", TOKEN)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#login", state="hidden")
+        page.wait_for_selector("a:has-text('visible-after-login')")
+        assert page.evaluate("localStorage.getItem('jobqueue.token')") == TOKEN
+
+        # An action with the token is recorded under the token's name.
+        page.click("a:has-text('visible-after-login')")
+        badge_is(page, "pending")
+        page.click("[data-action=release]")
+        badge_is(page, "queued")
+        job = served.queue.list_jobs(limit=1)[0][0]
+        assert job.status is JobStatus.QUEUED
+        assert served.queue.events(job.id)[-1].actor == "ops"
+
+
+def test_log_lines_show_once_when_an_action_refresh_overtakes_the_timer(page, system):
+    job = system.submit(name="log-once", config=sgd(4_000, 0.02, every=50))
+    system.wait_step(job.id, 50)
+    open_job(page, system, job.id)
+    badge_is(page, "running")
+    page.wait_for_selector("[data-testid=logs]:has-text('step 50 loss')")
+
+    # Hold back the log request of the page's next timed refresh, act meanwhile (the
+    # action's own refresh reads the same lines), then let the held one through.
+    held: list[Any] = []
+
+    def hold_first(route) -> None:
+        if not held:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/logs?after=*", hold_first)
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert held, "the page did not refresh its log"
+    # The action's refresh runs while the held one waits, and new lines have come.
+    system.wait_step(job.id, (system.job(job.id).progress or {}).get("step", 0) + 30)
+    page.click("[data-action=pause]")
+    badge_is(page, "paused")
+    page.wait_for_selector("[data-testid=logs]:has-text('stopping at step')")
+    held[0].continue_()
+    page.wait_for_timeout(3_000)  # the held refresh lands, and one more after it
+
+    shown = page.text_content("[data-testid=logs]").splitlines()
+    steps = [line for line in shown if re.fullmatch(r"step \d+ loss \S+", line)]
+    assert steps, shown
+    duplicated = sorted({line for line in steps if steps.count(line) > 1})
+    assert not duplicated, f"log lines shown twice: {duplicated[:5]}"
+    lines, _ = system.queue.logs(job.id, after=0, limit=10_000)
+    assert shown == [line.text for line in lines]
