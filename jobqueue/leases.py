@@ -23,8 +23,15 @@ from sqlalchemy import Engine
 from jobqueue import sql
 from jobqueue.errors import LeaseLost
 from jobqueue.fit import Candidate, choose
-from jobqueue.outcomes import Exit, StopCause, Transition, after_exit, after_worker_restart
-from jobqueue.queue import apply_transition
+from jobqueue.outcomes import (
+    Exit,
+    StopCause,
+    Transition,
+    after_exit,
+    after_worker_restart,
+    completion,
+)
+from jobqueue.queue import apply_fenced, apply_transition
 from jobqueue.records import Claimed, Job
 from jobqueue.settings import Settings
 
@@ -224,7 +231,15 @@ class WorkerStore:
     # -- ending -----------------------------------------------------------------------
 
     def finish(self, job_id: UUID, token: UUID, exit: Exit, *, actor: str) -> Job:
-        """Record how the job's process ended; the rules of SPEC §2 decide the status."""
+        """Record how the job's process ended; the rules of SPEC §2 decide the status.
+
+        A clean exit 0 is the common case and needs nothing from the row, so it is one
+        fenced UPDATE and its event; every other end reads the row under a lock first.
+        """
+        completed = completion(exit)
+        if completed is not None:
+            with self.engine.begin() as conn:
+                return apply_fenced(conn, job_id, token, completed, actor=actor)
         return self._end(
             job_id,
             token,

@@ -138,6 +138,21 @@ def after_worker_restart(job: Job) -> Transition:
     )
 
 
+def completion(exit: Exit) -> Transition | None:
+    """The outcome of a process that exited 0 before anyone signalled it: completed,
+    whatever the row says — finished work wins, even if a request was on its way.
+    None for every other exit, whose outcome depends on the job's row."""
+    if (
+        exit.exit_code == 0
+        and exit.signal is None
+        and exit.stopped_for is None
+        and exit.spawn_error is None
+    ):
+        values = _finish(TerminationReason.COMPLETED, error_message=None, exit_code=0, signal=None)
+        return Transition(S.COMPLETED, values, Cause.EXIT.value, reason="exit code 0")
+    return None
+
+
 def after_exit(job: Job, exit: Exit, backoff_base: float) -> Transition:
     """The job's process ended (or never started)."""
     base = {"exit_code": exit.exit_code, "signal": exit.signal}
@@ -163,14 +178,9 @@ def after_exit(job: Job, exit: Exit, backoff_base: float) -> Transition:
         transition = _carry_out_request(job, request, Cause.STOPPED.value)
         return dataclasses.replace(transition, values={**transition.values, **base})
 
-    if exit.exit_code == 0 and exit.signal is None:
-        # Finished work wins, even if a request was on its way.
-        return Transition(
-            S.COMPLETED,
-            _finish(TerminationReason.COMPLETED, error_message=None, **base),
-            Cause.EXIT.value,
-            reason="exit code 0",
-        )
+    completed = completion(exit)
+    if completed is not None:
+        return completed
 
     if job.requested_action:
         # It failed by itself while a request waited: the person's request is what

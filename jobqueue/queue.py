@@ -15,7 +15,7 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine
 
 from jobqueue import sql
-from jobqueue.errors import IdempotencyConflict, InvalidTransition, JobNotFound
+from jobqueue.errors import IdempotencyConflict, InvalidTransition, JobNotFound, LeaseLost
 from jobqueue.outcomes import Transition, for_action
 from jobqueue.reads import Reads
 from jobqueue.records import Job
@@ -120,21 +120,48 @@ def apply_transition(conn: Connection, job: Job, transition: Transition, *, acto
     The caller holds the row lock, so the guard only fails if that contract is
     broken; it still raises rather than writing over a change it did not see.
     """
+    row = _write(conn, job.id, job.status, transition, actor=actor, lease_token=None)
+    if row is None:
+        raise InvalidTransition(job.id, "changed", transition.action)
+    return row
+
+
+def apply_fenced(
+    conn: Connection, job_id: UUID, lease_token: UUID, transition: Transition, *, actor: str
+) -> Job:
+    """Write a running job's transition that does not depend on the row, without reading
+    it first: the UPDATE itself checks the status and the lease token."""
+    row = _write(conn, job_id, JobStatus.RUNNING, transition, actor=actor, lease_token=lease_token)
+    if row is None:
+        raise LeaseLost(job_id)
+    return row
+
+
+def _write(
+    conn: Connection,
+    job_id: UUID,
+    from_status: JobStatus,
+    transition: Transition,
+    *,
+    actor: str,
+    lease_token: UUID | None,
+) -> Job | None:
     leaves_running = (
-        job.status is JobStatus.RUNNING and transition.to_status is not JobStatus.RUNNING
+        from_status is JobStatus.RUNNING and transition.to_status is not JobStatus.RUNNING
     )
-    statement = sql.transition_update(
-        job.id,
-        job.status,
+    statement, params = sql.transition_update(
+        job_id,
+        from_status,
         transition.to_status,
         transition.values,
         capture_log_tail=leaves_running,
+        lease_token=lease_token,
     )
-    row = conn.execute(statement).mappings().first()
+    row = conn.execute(statement, params).mappings().first()
     if row is None:
-        raise InvalidTransition(job.id, "changed", transition.action)
+        return None
     _record(
-        conn, job.id, job.status, transition.to_status, transition.action, actor, transition.reason
+        conn, job_id, from_status, transition.to_status, transition.action, actor, transition.reason
     )
     return Job.from_row(row)
 

@@ -91,7 +91,7 @@ jobs = Table(
     Column("log_tail", JSONB),
     # Number of the last log line written; lines are numbered from 1.
     Column("log_count", BigInteger, nullable=False, server_default=text("0")),
-    Column("idempotency_key", Text, unique=True),
+    Column("idempotency_key", Text),
     # Hash of the submit body, so a repeated key with another body is refused.
     Column("request_fingerprint", Text),
     _ts("created_at", nullable=False, server_default=text("now()")),
@@ -132,6 +132,13 @@ Index(
     jobs.c.queued_at,
     jobs.c.id,
     postgresql_where=text("status = 'queued'"),
+)
+# Partial: most jobs have no key, and every row version would otherwise add an entry.
+Index(
+    "uq_jobs_idempotency_key",
+    jobs.c.idempotency_key,
+    unique=True,
+    postgresql_where=text("idempotency_key IS NOT NULL"),
 )
 Index("ix_jobs_created", jobs.c.created_at.desc(), jobs.c.id.desc())
 Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at.desc(), jobs.c.id.desc())

@@ -6,11 +6,13 @@ Statements take the database clock (``now()``) for every time they compare.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, Update, select, text, tuple_, update
+from sqlalchemy import ClauseElement, Select, Update, bindparam, func, select, text, tuple_, update
+from sqlalchemy.sql import functions
 
 from jobqueue.schema import job_logs, jobs
 from jobqueue.states import JobStatus
@@ -22,7 +24,7 @@ INSERT_JOB = text("""
     VALUES (:name, :kind, CAST(:config AS jsonb), CAST(:status AS job_status), :pool, :gpus,
             :priority, now(), :not_before, :max_attempts, :max_interruptions,
             :idempotency_key, :request_fingerprint)
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 """)
 
@@ -202,6 +204,22 @@ QUEUE_ORDER = text("""
     ORDER BY pool, position
 """)
 
+# The same ranks, but only the rows waiting reasons need: the pools' forced jobs (they
+# hold others back) and the jobs :ids (each still ranked among all its pool's jobs).
+QUEUE_ORDER_OF = text("""
+    SELECT * FROM (
+        SELECT id, name, pool, kind, gpus, priority, forced_at IS NOT NULL AS forced,
+               row_number() OVER (
+                   PARTITION BY pool ORDER BY forced_at ASC NULLS LAST, priority DESC, queued_at, id
+               ) AS position
+        FROM jobs
+        WHERE status = 'queued' AND pool = ANY(:pools)
+          AND (not_before IS NULL OR not_before <= now())
+    ) ranked
+    WHERE forced OR id = ANY(:ids)
+    ORDER BY pool, position
+""")
+
 # Pools that have claimable queued jobs.
 QUEUED_POOLS = text("""
     SELECT DISTINCT pool FROM jobs
@@ -248,6 +266,15 @@ WORKERS = text("""
     FROM workers w ORDER BY w.name
 """)
 
+# The database clock (column db_now) with every worker as WORKERS gives them, in one round
+# trip: a single row of null worker columns when there is no worker.
+CLOCK_AND_WORKERS = text(f"""
+    SELECT clock.db_now, w.*
+    FROM (SELECT now() AS db_now) clock
+    LEFT JOIN ({WORKERS.text}) w ON true
+    ORDER BY w.name
+""")
+
 # Finished jobs older than the cut-off (their events, logs and metrics go with them).
 PRUNE_FINISHED = text("""
     WITH doomed AS (
@@ -268,6 +295,11 @@ PRUNE_WORKERS = text("""
 """)
 
 
+#: How a transition sets one column in a statement built once per shape: from a parameter,
+#: or from the database clock (``func.now()``, what :func:`jobqueue.outcomes.now` returns).
+_PARAM, _CLOCK = "param", "clock"
+
+
 def transition_update(
     job_id: UUID,
     from_status: JobStatus,
@@ -275,11 +307,63 @@ def transition_update(
     values: dict[str, Any],
     *,
     capture_log_tail: bool,
-) -> Update:
-    """The compare-and-set UPDATE of one transition: applies only if the status is unchanged.
+    lease_token: UUID | None = None,
+) -> tuple[Update, dict[str, Any]]:
+    """The compare-and-set UPDATE of one transition (applies only if the status is unchanged),
+    and the parameters to execute it with.
 
-    With ``capture_log_tail`` the job's last 20 log lines are copied onto the row.
+    With ``capture_log_tail`` the job's last 20 log lines are copied onto the row. With
+    ``lease_token`` it applies only while that lease is the job's (fencing).
+
+    The statement is built once per shape of transition (statuses, columns set, which of them
+    take the database clock) and reused: building and hashing a fresh UPDATE of every column
+    cost more than its execution. Values that are other SQL expressions (a back-off from
+    ``now()``) make a statement of their own each time.
     """
+    shape: list[tuple[str, str]] = []
+    params: dict[str, Any] = {"job_id": job_id}
+    fenced = lease_token is not None
+    if fenced:
+        params["fence_token"] = lease_token
+    for key, value in values.items():
+        if isinstance(value, functions.now):
+            shape.append((key, _CLOCK))
+        elif isinstance(value, ClauseElement):
+            statement = _transition_update(from_status, to_status, values, capture_log_tail, fenced)
+            return statement, params
+        else:
+            shape.append((key, _PARAM))
+            params[f"set_{key}"] = value
+    statement = _shaped_transition_update(
+        from_status, to_status, tuple(sorted(shape)), capture_log_tail, fenced
+    )
+    return statement, params
+
+
+@functools.lru_cache(maxsize=512)
+def _shaped_transition_update(
+    from_status: JobStatus,
+    to_status: JobStatus,
+    shape: tuple[tuple[str, str], ...],
+    capture_log_tail: bool,
+    fenced: bool,
+) -> Update:
+    values = {
+        key: func.now() if how == _CLOCK else bindparam(f"set_{key}", type_=jobs.c[key].type)
+        for key, how in shape
+    }
+    return _transition_update(from_status, to_status, values, capture_log_tail, fenced)
+
+
+def _transition_update(
+    from_status: JobStatus,
+    to_status: JobStatus,
+    values: dict[str, Any],
+    capture_log_tail: bool,
+    fenced: bool,
+) -> Update:
+    """The UPDATE itself; the job's id is the parameter ``job_id``."""
+    job_id = bindparam("job_id", type_=jobs.c.id.type)
     values = {**values, "status": to_status.value, "updated_at": text("now()")}
     if capture_log_tail:
         newest = (
@@ -294,12 +378,10 @@ def transition_update(
             .select_from(newest)
             .scalar_subquery()
         )
-    return (
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status == from_status.value)
-        .values(**values)
-        .returning(*jobs.c)
-    )
+    guard = [jobs.c.id == job_id, jobs.c.status == from_status.value]
+    if fenced:
+        guard.append(jobs.c.lease_token == bindparam("fence_token", type_=jobs.c.lease_token.type))
+    return update(jobs).where(*guard).values(**values).returning(*jobs.c)
 
 
 def list_jobs(

@@ -123,7 +123,13 @@ def upgrade() -> None:
             name="ck_jobs_finished_iff_termination_reason",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
-        sa.UniqueConstraint("idempotency_key", name="uq_jobs_idempotency_key"),
+    )
+    op.create_index(
+        "uq_jobs_idempotency_key",
+        "jobs",
+        ["idempotency_key"],
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     )
     op.create_index(
         "ix_jobs_claim_order",
@@ -233,6 +239,7 @@ def downgrade() -> None:
     op.drop_index("ix_job_events_job", table_name="job_events")
     op.drop_table("job_events")
     for name in (
+        "uq_jobs_idempotency_key",
         "ix_jobs_finished",
         "ix_jobs_lease_expiry",
         "ix_jobs_status_created",
