@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -118,15 +118,34 @@ class Reads:
 
     def _workers(self, conn: Connection) -> list[WorkerInfo]:
         rows = conn.execute(sql.WORKERS, {"alive_seconds": self.settings.worker_alive_seconds})
-        return [
-            WorkerInfo(**{k: v for k, v in r.items() if k in WorkerInfo.__dataclass_fields__})
-            for r in rows.mappings()
-        ]
+        return [_worker_info(r) for r in rows.mappings()]
 
-    def _queue_order(self, conn: Connection, pools: Sequence[str]) -> dict[str, list[QueueEntry]]:
+    def _clock_and_workers(self, conn: Connection) -> tuple[datetime, list[WorkerInfo]]:
+        """The database clock and every worker, in one round trip."""
+        rows = conn.execute(
+            sql.CLOCK_AND_WORKERS, {"alive_seconds": self.settings.worker_alive_seconds}
+        ).mappings()
+        now, workers = None, []
+        for r in rows:
+            now = r["db_now"]
+            if r["name"] is not None:
+                workers.append(_worker_info(r))
+        assert now is not None  # the statement always returns a row
+        return now, workers
+
+    def _queue_order(
+        self, conn: Connection, pools: Sequence[str], *, only: Sequence[UUID] | None = None
+    ) -> dict[str, list[QueueEntry]]:
+        """The pools' claimable jobs in claim order. With ``only``: just their forced jobs
+        and the jobs ``only`` (each with its rank among all), which is what waiting reasons
+        read, rather than every queued job of the pools."""
         order: dict[str, list[QueueEntry]] = defaultdict(list)
         if pools:
-            for r in conn.execute(sql.QUEUE_ORDER, {"pools": list(pools)}).mappings():
+            if only is None:
+                rows = conn.execute(sql.QUEUE_ORDER, {"pools": list(pools)})
+            else:
+                rows = conn.execute(sql.QUEUE_ORDER_OF, {"pools": list(pools), "ids": list(only)})
+            for r in rows.mappings():
                 order[r["pool"]].append(QueueEntry(**r))
         return order
 
@@ -137,17 +156,22 @@ class Reads:
         *,
         order: dict[str, list[QueueEntry]] | None = None,
     ) -> list[Job]:
-        """Fill queue_position and waiting_reason of pending and queued jobs."""
+        """Fill queue_position and waiting_reason of pending and queued jobs.
+
+        ``order`` is the full claim order of the jobs' pools when the caller has it;
+        without it only the rows these jobs' reasons need are read (see _queue_order).
+        """
         waiting = [j for j in jobs if j.status in (JobStatus.PENDING, JobStatus.QUEUED)]
         waiting_ids = {j.id for j in waiting}
         if not waiting:
             return jobs
         if order is None:
-            pools = sorted({j.pool for j in waiting if j.status is JobStatus.QUEUED})
-            order = self._queue_order(conn, pools)
+            queued = [j for j in waiting if j.status is JobStatus.QUEUED]
+            pools = sorted({j.pool for j in queued})
+            order = self._queue_order(conn, pools, only=[j.id for j in queued])
         positions = {e.id: e.position for entries in order.values() for e in entries}
-        live = [w for w in self._workers(conn) if w.alive]
-        now = conn.execute(sql.DB_NOW).scalar_one()
+        now, workers = self._clock_and_workers(conn)
+        live = [w for w in workers if w.alive]
         return [
             j.with_wait(
                 positions.get(j.id),
@@ -163,6 +187,10 @@ class Reads:
             else j
             for j in jobs
         ]
+
+
+def _worker_info(row: Mapping[Any, Any]) -> WorkerInfo:
+    return WorkerInfo(**{k: v for k, v in row.items() if k in WorkerInfo.__dataclass_fields__})
 
 
 def encode_cursor(job: Job) -> str:
