@@ -46,7 +46,9 @@ def create_app(
     """Build the API. Refuses to start against a schema that is not at head, or with
     auth on and no tokens. ``background`` runs the lease sweep in this process."""
     settings = settings or get_settings()
-    engine = engine or make_engine(settings.require_database_url(), application_name="jobqueue-api")
+    engine = engine or make_engine(
+        settings.require_database_url(), application_name="jobqueue-api", pre_ping=False
+    )
     require_head(engine)
     authenticator = auth.Authenticator(
         auth.parse_tokens(settings.api_tokens), enabled=settings.auth == "on"

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 from pydantic import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from jobqueue.errors import (
@@ -97,6 +98,12 @@ def register(app: Flask) -> None:
         if status == 404 and request.path.startswith("/api"):
             message = f"no route {request.method} {request.path}"
         return error_response(status, HTTP_CODES.get(status, "http_error"), message, details)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _database_away(exc: Exception):
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        return error_response(503, "database_unavailable", "the database is not reachable; retry")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

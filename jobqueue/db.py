@@ -25,17 +25,21 @@ def libpq_conninfo(url: str) -> str:
     )
 
 
-def make_engine(url: str, *, pool_size: int = 5, application_name: str = "jobqueue") -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 5, application_name: str = "jobqueue", pre_ping: bool = True
+) -> Engine:
     """An engine whose connections use the database clock in UTC.
 
-    ``pool_pre_ping`` lets a process ride out a database restart: a dead pooled
-    connection is replaced instead of failing the next statement.
+    ``pre_ping`` lets a background loop ride out a database restart: a dead
+    pooled connection is replaced instead of failing the next statement. It
+    costs a round trip per checkout, so the API turns it off and answers 503
+    for the one request that meets a dead connection (the pool is then renewed).
     """
     return create_engine(
         normalize_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args={
             "application_name": application_name,

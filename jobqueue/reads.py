@@ -26,8 +26,12 @@ class Reads:
         self.engine = engine
         self.settings = settings
 
+    def _reading(self) -> Connection:
+        """A connection for reads: autocommit, so no BEGIN and ROLLBACK round trips."""
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
     def get(self, job_id: UUID) -> Job:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             row = conn.execute(sql.JOB_BY_ID, {"id": job_id}).mappings().first()
             if row is None:
                 raise JobNotFound(job_id)
@@ -51,38 +55,38 @@ class Reads:
             before=before,
             limit=limit + 1,
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             found = [Job.from_row(r) for r in conn.execute(query).mappings()]
             page = self._with_wait(conn, found[:limit])
         next_cursor = encode_cursor(page[-1]) if len(found) > limit else None
         return page, next_cursor
 
     def events(self, job_id: UUID) -> list[Event]:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             self._require(conn, job_id)
             return [Event(**r) for r in conn.execute(sql.EVENTS, {"id": job_id}).mappings()]
 
     def logs(self, job_id: UUID, *, after: int = 0, limit: int = 1000) -> tuple[list[LogLine], int]:
         """Lines numbered after ``after``; returns them and the number to ask after next."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             self._require(conn, job_id)
             rows = conn.execute(sql.LOGS_AFTER, {"id": job_id, "after": after, "limit": limit})
             lines = [LogLine(**r) for r in rows.mappings()]
         return lines, (lines[-1].n if lines else after)
 
     def metrics(self, job_id: UUID, *, limit: int = 2000) -> list[MetricPoint]:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             self._require(conn, job_id)
             rows = conn.execute(sql.METRIC_POINTS, {"id": job_id, "limit": limit})
             return [MetricPoint(**r) for r in rows.mappings()]
 
     def workers(self) -> list[WorkerInfo]:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return self._workers(conn)
 
     def queue(self) -> dict[str, list[dict[str, Any]]]:
         """Every pool's claimable jobs in claim order, with why each waits."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             pools = [r[0] for r in conn.execute(sql.QUEUED_POOLS)]
             order = self._queue_order(conn, pools)
             ids = [e.id for entries in order.values() for e in entries]

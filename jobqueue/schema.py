@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -139,6 +140,18 @@ Index(
     jobs.c.idempotency_key,
     unique=True,
     postgresql_where=text("idempotency_key IS NOT NULL"),
+)
+# A queued job's rank in its pool: the claim order as one ascending key, so the jobs
+# ahead of a job are one index range (queue_position on every status read).
+Index(
+    "ix_jobs_queue_rank",
+    jobs.c.pool,
+    func.coalesce(jobs.c.forced_at, text("'infinity'::timestamp with time zone")),
+    (-jobs.c.priority),
+    jobs.c.queued_at,
+    jobs.c.id,
+    postgresql_include=["not_before"],
+    postgresql_where=text("status = 'queued'"),
 )
 Index("ix_jobs_created", jobs.c.created_at.desc(), jobs.c.id.desc())
 Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at.desc(), jobs.c.id.desc())

@@ -204,20 +204,26 @@ QUEUE_ORDER = text("""
     ORDER BY pool, position
 """)
 
-# The same ranks, but only the rows waiting reasons need: the pools' forced jobs (they
-# hold others back) and the jobs :ids (each still ranked among all its pool's jobs).
+# Only the rows waiting reasons need: the pools' forced jobs (they hold others back; no
+# rank) and the jobs :ids with their rank, counted as the jobs ahead along
+# ix_jobs_queue_rank (an index range) instead of ranking every queued job of the pool.
 QUEUE_ORDER_OF = text("""
-    SELECT * FROM (
-        SELECT id, name, pool, kind, gpus, priority, forced_at IS NOT NULL AS forced,
-               row_number() OVER (
-                   PARTITION BY pool ORDER BY forced_at ASC NULLS LAST, priority DESC, queued_at, id
-               ) AS position
-        FROM jobs
-        WHERE status = 'queued' AND pool = ANY(:pools)
-          AND (not_before IS NULL OR not_before <= now())
-    ) ranked
-    WHERE forced OR id = ANY(:ids)
-    ORDER BY pool, position
+    SELECT j.id, j.name, j.pool, j.kind, j.gpus, j.priority, j.forced_at IS NOT NULL AS forced,
+           CASE WHEN j.id = ANY(:ids) THEN 1 + (
+               SELECT count(*) FROM jobs ahead
+               WHERE ahead.status = 'queued' AND ahead.pool = j.pool
+                 AND (ahead.not_before IS NULL OR ahead.not_before <= now())
+                 AND (COALESCE(ahead.forced_at, 'infinity'::timestamptz), -ahead.priority,
+                      ahead.queued_at, ahead.id)
+                   < (COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority,
+                      j.queued_at, j.id)
+           ) END AS position
+    FROM jobs j
+    WHERE j.status = 'queued' AND j.pool = ANY(:pools)
+      AND (j.not_before IS NULL OR j.not_before <= now())
+      AND (j.forced_at IS NOT NULL OR j.id = ANY(:ids))
+    ORDER BY j.pool, COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority,
+             j.queued_at, j.id
 """)
 
 # Pools that have claimable queued jobs.

@@ -22,7 +22,8 @@ class QueueEntry:
     gpus: int
     priority: int
     forced: bool
-    position: int
+    #: None for rows read only for what they hold back (see sql.QUEUE_ORDER_OF).
+    position: int | None
 
 
 def waiting_reason(
