@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from jobqueue.db import make_engine
 from jobqueue.leases import WorkerIdentity, WorkerStore
@@ -31,6 +31,33 @@ def database_url(databases: DatabaseFactory) -> Iterator[str]:
         yield url
     finally:
         databases.drop(url)
+
+
+@pytest.fixture(scope="module")
+def module_database(databases: DatabaseFactory) -> Iterator[str]:
+    url = databases.create()
+    try:
+        yield url
+    finally:
+        databases.drop(url)
+
+
+@pytest.fixture
+def emptied_module_database(module_database: str) -> str:
+    """The module's migrated database, emptied before each test.
+
+    For modules with many small tests: cloning a fresh database costs a checkpoint
+    (~0.4 s), emptying one a few milliseconds, and each test still starts from an
+    empty queue. A module opts in by defining ``database_url`` as this fixture.
+    """
+    engine = make_engine(module_database, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM jobs"))  # events, logs and metrics cascade
+            conn.execute(text("DELETE FROM workers"))
+    finally:
+        engine.dispose()
+    return module_database
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from uuid import UUID, uuid4
 import pytest
 from sqlalchemy import text
 
-from jobqueue.db import make_engine
 from jobqueue.errors import InvalidCursor, JobNotFound
 from jobqueue.leases import Progress, WorkerIdentity, WorkerStore
 from jobqueue.outcomes import Exit, StopCause
@@ -28,26 +27,9 @@ QUEUE_KEYS = {"id", "name", "position", "gpus", "priority", "forced", "waiting_r
 # -- a database for the module ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def module_database(databases):
-    url = databases.create()
-    try:
-        yield url
-    finally:
-        databases.drop(url)
-
-
 @pytest.fixture
-def database_url(module_database: str) -> str:
-    """The module's migrated database, emptied before each test (cheaper than a clone)."""
-    engine = make_engine(module_database, pool_size=1)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DELETE FROM jobs"))  # events, logs, metrics cascade
-            conn.execute(text("DELETE FROM workers"))
-    finally:
-        engine.dispose()
-    return module_database
+def database_url(emptied_module_database: str) -> str:
+    return emptied_module_database
 
 
 # -- helpers --------------------------------------------------------------------------------

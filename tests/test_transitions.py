@@ -15,7 +15,6 @@ from uuid import UUID
 import pytest
 from sqlalchemy import text
 
-from jobqueue.db import make_engine
 from jobqueue.errors import IdempotencyConflict, InvalidTransition, LeaseLost
 from jobqueue.leases import WorkerIdentity, WorkerStore
 from jobqueue.outcomes import Exit, StopCause
@@ -32,30 +31,9 @@ OP = "alice"  # the operator acting through the API
 # -- a database for the module ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def module_database(databases):
-    url = databases.create()
-    try:
-        yield url
-    finally:
-        databases.drop(url)
-
-
 @pytest.fixture
-def database_url(module_database: str) -> str:
-    """The module's migrated database, emptied before each test.
-
-    Cloning a fresh database costs a checkpoint (~0.4 s); emptying one costs a few
-    milliseconds, and each test still starts from an empty queue.
-    """
-    engine = make_engine(module_database, pool_size=1)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DELETE FROM jobs"))  # events, logs, metrics cascade
-            conn.execute(text("DELETE FROM workers"))
-    finally:
-        engine.dispose()
-    return module_database
+def database_url(emptied_module_database: str) -> str:
+    return emptied_module_database
 
 
 # -- helpers ------------------------------------------------------------------------
