@@ -77,7 +77,7 @@ def main() -> int:
         optimizer.step()
         step += 1
         if step % 10 == 0 or step == steps:
-            report.progress(step / steps, step=step, metrics={"loss": float(loss)},
+            report.progress(step / steps, step=step, metrics={"loss": loss.item()},
                             message=f"step {step}/{steps} on {name}")  # fmt: skip
         if step % every == 0:
             save()
