@@ -37,9 +37,6 @@ JOB_BY_ID = text("SELECT * FROM jobs WHERE id = :id")
 # Several jobs.
 JOBS_BY_IDS = text("SELECT * FROM jobs WHERE id = ANY(:ids)")
 
-# The database clock, which decides every comparison of times.
-DB_NOW = text("SELECT now()")
-
 # One job, locked for a transition; says whether its lease is still valid.
 LOCK_JOB = text("""
     SELECT *, (lease_expires_at IS NOT NULL AND lease_expires_at > now()) AS lease_valid
