@@ -100,7 +100,13 @@ def api(host: str, port: int, processes: int | None) -> None:
     from jobqueue.db import make_engine
     from jobqueue.migrate import require_head
 
-    require_head(make_engine(_settings().require_database_url(), pool_size=1))
+    settings = _settings()
+    if settings.auth == "on" and not settings.api_tokens.strip():
+        raise click.ClickException(
+            "auth is on but JOBQUEUE_API_TOKENS is empty: set tokens (e.g. operator:s3cret) "
+            "or JOBQUEUE_AUTH=off"
+        )
+    require_head(make_engine(settings.require_database_url(), pool_size=1))
     processes = processes or min(2 * (os.cpu_count() or 1) + 1, 8)
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Counters from every gunicorn process add up in one /metrics view.

@@ -221,3 +221,13 @@ def test_the_api_refuses_to_start_on_an_unmigrated_database(databases, tmp_path,
     finally:
         server.stop()
         databases.drop(url)
+
+
+def test_jobqueue_api_refuses_to_start_with_auth_on_and_no_tokens(database_url):
+    env = {**server_env(database_url), "JOBQUEUE_AUTH": "on", "JOBQUEUE_API_TOKENS": ""}
+    done = subprocess.run(
+        [*jobqueue_command(), "api", "--host", "127.0.0.1", "--port", str(free_port())],
+        env=env, capture_output=True, text=True, timeout=START_TIMEOUT, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "JOBQUEUE_API_TOKENS" in done.stderr
