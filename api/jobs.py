@@ -27,8 +27,11 @@ def _job(job: Job, status: int = 200):
     return jsonify(job.public()), status
 
 
-def _acted(job: Job, is_request: bool):
-    """200 when done; 202 while a running job's worker carries the request out."""
+def _acted(action: str, outcome: Job | tuple[Job, bool]):
+    """Count the accepted action; 200 when done, 202 while a running job's worker
+    carries the request out."""
+    job, is_request = outcome if isinstance(outcome, tuple) else (outcome, False)
+    _count(action)
     return _job(job, 202 if is_request else 200)
 
 
@@ -97,54 +100,43 @@ def metrics(raw_id: str):
 @bp.post("/<raw_id>/release")
 def release(raw_id: str):
     json_body(EmptyBody, optional=True)
-    job = _queue().release(job_id(raw_id), actor=actor())
-    _count("release")
-    return _job(job)
+    return _acted("release", _queue().release(job_id(raw_id), actor=actor()))
 
 
 @bp.post("/<raw_id>/force-start")
 def force_start(raw_id: str):
     json_body(EmptyBody, optional=True)
-    job = _queue().force_start(job_id(raw_id), actor=actor())
-    _count("force-start")
-    return _job(job)
+    return _acted("force-start", _queue().force_start(job_id(raw_id), actor=actor()))
 
 
 @bp.post("/<raw_id>/pause")
 def pause(raw_id: str):
     body = json_body(EmptyBody, optional=True)
-    outcome = _queue().pause(job_id(raw_id), actor=actor(), reason=body.reason)
-    _count("pause")
-    return _acted(*outcome)
+    return _acted("pause", _queue().pause(job_id(raw_id), actor=actor(), reason=body.reason))
 
 
 @bp.post("/<raw_id>/resume")
 def resume(raw_id: str):
     json_body(EmptyBody, optional=True)
-    job = _queue().resume(job_id(raw_id), actor=actor())
-    _count("resume")
-    return _job(job)
+    return _acted("resume", _queue().resume(job_id(raw_id), actor=actor()))
 
 
 @bp.post("/<raw_id>/cancel")
 def cancel(raw_id: str):
     body = json_body(CancelBody, optional=True)
     outcome = _queue().cancel(job_id(raw_id), actor=actor(), force=body.force, reason=body.reason)
-    _count("cancel")
-    return _acted(*outcome)
+    return _acted("cancel", outcome)
 
 
 @bp.post("/<raw_id>/mark-failed")
 def mark_failed(raw_id: str):
     body = json_body(MarkFailedBody)
     outcome = _queue().mark_failed(job_id(raw_id), actor=actor(), reason=body.reason)
-    _count("mark-failed")
-    return _acted(*outcome)
+    return _acted("mark-failed", outcome)
 
 
 @bp.post("/<raw_id>/retry")
 def retry(raw_id: str):
     body = json_body(RetryBody, optional=True)
     job = _queue().retry(job_id(raw_id), actor=actor(), from_checkpoint=body.from_checkpoint)
-    _count("retry")
-    return _job(job)
+    return _acted("retry", job)

@@ -8,7 +8,6 @@ job's worker carries out (a trigger NOTIFYs it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -186,13 +185,3 @@ def _record(
             "reason": reason,
         },
     )
-
-
-def status_values(statuses: Iterable[str] | None) -> Sequence[str] | None:
-    """Validate status filters; raises ValueError naming the unknown one."""
-    if not statuses:
-        return None
-    out = []
-    for status in statuses:
-        out.append(JobStatus(status).value)
-    return out

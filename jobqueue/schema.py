@@ -45,7 +45,7 @@ job_status = Enum(
     create_type=False,
 )
 
-_FINISHED = "('completed', 'failed', 'cancelled')"
+_FINISHED = "(" + ", ".join(f"'{s.value}'" for s in JobStatus if s.finished) + ")"
 _REQUESTS = ", ".join(f"'{r.value}'" for r in RequestedAction)
 _TERMINATIONS = ", ".join(f"'{t.value}'" for t in TerminationReason)
 
