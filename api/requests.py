@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -11,11 +10,9 @@ from flask import request
 from pydantic import BaseModel
 
 from api.errors import ApiError
+from jobqueue.specs import MAX_DEPTH, Unstorable, check_storable
 
 M = TypeVar("M", bound=BaseModel)
-
-#: Deepest nesting of objects and arrays a body may have (configs are far shallower).
-MAX_DEPTH = 64
 
 
 def json_body(model: type[M], *, optional: bool = False) -> M:
@@ -45,26 +42,13 @@ def json_body(model: type[M], *, optional: bool = False) -> M:
 
 
 def _storable(payload: Any) -> None:
-    """Refuse what JSON allows but PostgreSQL cannot store, and absurd nesting.
-
-    Python's parser takes NaN, Infinity and overflowing numbers (1e400), which
-    jsonb refuses; text and jsonb refuse NUL characters.
-    """
-    stack: list[tuple[Any, int]] = [(payload, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > MAX_DEPTH:
-                raise ApiError(400, "invalid", f"the body is nested over {MAX_DEPTH} levels")
-            items = value.values() if isinstance(value, dict) else value
-            stack.extend((item, depth + 1) for item in items)
-            if isinstance(value, dict):
-                stack.extend((key, depth) for key in value)
-        elif isinstance(value, str):
-            if "\x00" in value:
-                raise ApiError(400, "invalid", "strings may not contain NUL (\\u0000)")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise ApiError(400, "bad_json", "numbers must be finite (no NaN or Infinity)")
+    """The core's check, answered with the API's codes (a NaN is a JSON matter)."""
+    try:
+        check_storable(payload)
+    except Unstorable as exc:
+        code = "bad_json" if exc.reason == "not_finite" else "invalid"
+        message = f"the body is {exc}" if exc.reason == "too_deep" else str(exc)
+        raise ApiError(400, code, message) from exc
 
 
 def job_id(raw: str) -> UUID:

@@ -107,7 +107,10 @@ def api(host: str, port: int, processes: int | None) -> None:
             "or JOBQUEUE_AUTH=off"
         )
     require_head(make_engine(settings.require_database_url(), pool_size=1))
-    processes = processes or min(2 * (os.cpu_count() or 1) + 1, 8)
+    # One process more than cores, each with 4 threads: with fewer processes than
+    # gunicorn's usual 2 × cores + 1 they take turns on the cores less often, which
+    # gave more requests per second on 2 cores (benchmarks/api_bench.py).
+    processes = processes or min((os.cpu_count() or 1) + 1, 8)
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Counters from every gunicorn process add up in one /metrics view.
         import tempfile

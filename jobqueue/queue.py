@@ -59,10 +59,10 @@ class JobQueue(Reads):
                 job = Job.from_row(existing)
                 if job.request_fingerprint != params["request_fingerprint"]:
                     raise IdempotencyConflict(spec.idempotency_key or "", job.id)
-                return self._with_wait(conn, [job])[0], False
+                return self._one_with_wait(conn, job), False
             job = Job.from_row(row)
             _record(conn, job.id, None, status, Cause.SUBMIT.value, actor, None)
-            return self._with_wait(conn, [job])[0], True
+            return self._one_with_wait(conn, job), True
 
     # -- actions --------------------------------------------------------------
 
@@ -110,7 +110,7 @@ class JobQueue(Reads):
                 job, action, actor=actor, lease_valid=bool(row["lease_valid"]), **options
             )
             updated = apply_transition(conn, job, transition, actor=actor)
-            return self._with_wait(conn, [updated])[0], transition.is_request
+            return self._one_with_wait(conn, updated), transition.is_request
 
 
 def apply_transition(conn: Connection, job: Job, transition: Transition, *, actor: str) -> Job:

@@ -18,7 +18,9 @@ from jobqueue.errors import InvalidCursor, JobNotFound
 from jobqueue.records import Event, Job, LogLine, MetricPoint, WorkerInfo
 from jobqueue.settings import Settings
 from jobqueue.states import JobStatus
-from jobqueue.waiting import QueueEntry, waiting_reason
+from jobqueue.waiting import LiveWorker, QueueEntry, waiting_reason
+
+_WAITING = (JobStatus.PENDING, JobStatus.QUEUED)
 
 
 class Reads:
@@ -31,11 +33,12 @@ class Reads:
         return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def get(self, job_id: UUID) -> Job:
+        """One job with its queue position and waiting reason, in one round trip."""
         with self._reading() as conn:
-            row = conn.execute(sql.JOB_BY_ID, {"id": job_id}).mappings().first()
-            if row is None:
-                raise JobNotFound(job_id)
-            return self._with_wait(conn, [Job.from_row(row)])[0]
+            job = self._job_with_wait(conn, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
 
     def list_jobs(
         self,
@@ -121,21 +124,49 @@ class Reads:
         return {j.id: j for j in (Job.from_row(r) for r in rows.mappings())}
 
     def _workers(self, conn: Connection) -> list[WorkerInfo]:
-        rows = conn.execute(sql.WORKERS, {"alive_seconds": self.settings.worker_alive_seconds})
+        rows = conn.execute(sql.WORKERS, self._alive())
         return [_worker_info(r) for r in rows.mappings()]
 
-    def _clock_and_workers(self, conn: Connection) -> tuple[datetime, list[WorkerInfo]]:
-        """The database clock and every worker, in one round trip."""
-        rows = conn.execute(
-            sql.CLOCK_AND_WORKERS, {"alive_seconds": self.settings.worker_alive_seconds}
-        ).mappings()
-        now, workers = None, []
-        for r in rows:
-            now = r["db_now"]
-            if r["name"] is not None:
-                workers.append(_worker_info(r))
-        assert now is not None  # the statement always returns a row
-        return now, workers
+    def _job_with_wait(self, conn: Connection, job_id: UUID) -> Job | None:
+        """One job, with its position and waiting reason if it waits: one statement."""
+        row = conn.execute(sql.JOB_WITH_WAIT, {"id": job_id, **self._alive()}).mappings().first()
+        if row is None:
+            return None
+        job = Job.from_json(row["job"])
+        if job.status not in _WAITING:
+            return job
+        forced = [
+            QueueEntry(
+                id=UUID(f["id"]), name=f["name"], pool=job.pool, kind=f["kind"], gpus=f["gpus"],
+                priority=f["priority"], forced=True, position=None,
+            )
+            for f in row["wait_forced"] or ()
+        ]  # fmt: skip
+        position = row["wait_position"]
+        reason = waiting_reason(
+            job,
+            now=row["db_now"],
+            position=position,
+            pool_queue=forced,
+            workers=LiveWorker.many(row["live_workers"]),
+        )
+        return job.with_wait(position, reason)
+
+    def _one_with_wait(self, conn: Connection, job: Job) -> Job:
+        """``job`` as just written in this transaction, with its wait if it waits."""
+        if job.status not in _WAITING:
+            return job
+        found = self._job_with_wait(conn, job.id)
+        assert found is not None  # written in this very transaction
+        return found
+
+    def _alive(self) -> dict[str, float]:
+        return {"alive_seconds": self.settings.worker_alive_seconds}
+
+    def _wait_context(self, conn: Connection) -> tuple[datetime, list[LiveWorker]]:
+        """The database clock and the live workers, in one round trip."""
+        row = conn.execute(sql.WAIT_CONTEXT, self._alive()).one()
+        return row.db_now, LiveWorker.many(row.live_workers)
 
     def _queue_order(
         self, conn: Connection, pools: Sequence[str], *, only: Sequence[UUID] | None = None
@@ -165,7 +196,7 @@ class Reads:
         ``order`` is the full claim order of the jobs' pools when the caller has it;
         without it only the rows these jobs' reasons need are read (see _queue_order).
         """
-        waiting = [j for j in jobs if j.status in (JobStatus.PENDING, JobStatus.QUEUED)]
+        waiting = [j for j in jobs if j.status in _WAITING]
         waiting_ids = {j.id for j in waiting}
         if not waiting:
             return jobs
@@ -174,8 +205,7 @@ class Reads:
             pools = sorted({j.pool for j in queued})
             order = self._queue_order(conn, pools, only=[j.id for j in queued])
         positions = {e.id: e.position for entries in order.values() for e in entries}
-        now, workers = self._clock_and_workers(conn)
-        live = [w for w in workers if w.alive]
+        now, live = self._wait_context(conn)
         return [
             j.with_wait(
                 positions.get(j.id),

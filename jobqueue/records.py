@@ -71,6 +71,23 @@ class Job:
         values["status"] = JobStatus(values["status"])
         return cls(**values)
 
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> Job:
+        """A job from its row as PostgreSQL's ``to_jsonb`` gives it (``values`` is used up).
+
+        One JSON value costs far less to fetch and decode than 45 typed columns, which is
+        what the GET of a job, polled by every open job page, reads. Only the times and
+        ids need turning back into Python values.
+        """
+        for name in _JSON_TIMES:
+            if values[name] is not None:
+                values[name] = datetime.fromisoformat(values[name])
+        for name in _JSON_UUIDS:
+            if values[name] is not None:
+                values[name] = UUID(values[name])
+        values["status"] = JobStatus(values["status"])
+        return cls(**{f.name: values[f.name] for f in _ROW_FIELDS})
+
     @property
     def forced(self) -> bool:
         return self.forced_at is not None
@@ -100,6 +117,9 @@ class Job:
 _ROW_FIELDS = [
     f for f in dataclasses.fields(Job) if f.name not in ("queue_position", "waiting_reason")
 ]
+# The fields a JSON row holds as strings (annotations are strings here: see __future__).
+_JSON_TIMES = [f.name for f in _ROW_FIELDS if f.type in ("datetime", "datetime | None")]
+_JSON_UUIDS = [f.name for f in _ROW_FIELDS if f.type in ("UUID", "UUID | None")]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 MAX_CONFIG_BYTES = 256 * 1024
 
@@ -21,12 +30,51 @@ PoolName = Annotated[
 ]
 
 
+#: Deepest nesting of objects and arrays a request may have (configs are far shallower).
+MAX_DEPTH = 64
+
+
 class ConfigTooLarge(ValueError):
     """The job's config is over 256 KiB serialized."""
 
 
+class Unstorable(ValueError):
+    """A value PostgreSQL cannot store: ``reason`` is ``nul``, ``not_finite`` or ``too_deep``."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_storable(value: Any) -> None:
+    """Refuse what Python and JSON allow but PostgreSQL cannot store, and absurd nesting:
+    text and jsonb refuse NUL characters; jsonb refuses NaN and infinities."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise Unstorable("too_deep", f"nested over {MAX_DEPTH} levels")
+            members = item.values() if isinstance(item, dict) else item
+            stack.extend((member, depth + 1) for member in members)
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise Unstorable("nul", "strings may not contain NUL (\\u0000)")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise Unstorable("not_finite", "numbers must be finite (no NaN or Infinity)")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        """Every caller (API, CLI, in-process) gets a clear error, not a database error."""
+        check_storable(data)
+        return data
 
 
 class JobSpec(_Strict):

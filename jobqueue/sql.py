@@ -11,7 +11,21 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ClauseElement, Select, Update, bindparam, func, select, text, tuple_, update
+from sqlalchemy import (
+    ClauseElement,
+    DateTime,
+    Integer,
+    Select,
+    Update,
+    bindparam,
+    column,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql import functions
 
 from jobqueue.schema import job_logs, jobs
@@ -201,20 +215,22 @@ QUEUE_ORDER = text("""
     ORDER BY pool, position
 """)
 
+# How many claimable queued jobs of its pool are ahead of the job ``j`` in claim order:
+# an index range of ix_jobs_queue_rank, so it costs the rows ahead, not the whole queue.
+_JOBS_AHEAD_OF_J = """
+    SELECT count(*) FROM jobs ahead
+    WHERE ahead.status = 'queued' AND ahead.pool = j.pool
+      AND (ahead.not_before IS NULL OR ahead.not_before <= now())
+      AND (COALESCE(ahead.forced_at, 'infinity'::timestamptz), -ahead.priority,
+           ahead.queued_at, ahead.id)
+        < (COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority, j.queued_at, j.id)
+"""
+
 # Only the rows waiting reasons need: the pools' forced jobs (they hold others back; no
-# rank) and the jobs :ids with their rank, counted as the jobs ahead along
-# ix_jobs_queue_rank (an index range) instead of ranking every queued job of the pool.
-QUEUE_ORDER_OF = text("""
+# rank) and the jobs :ids with their rank, instead of ranking every queued job of the pool.
+QUEUE_ORDER_OF = text(f"""
     SELECT j.id, j.name, j.pool, j.kind, j.gpus, j.priority, j.forced_at IS NOT NULL AS forced,
-           CASE WHEN j.id = ANY(:ids) THEN 1 + (
-               SELECT count(*) FROM jobs ahead
-               WHERE ahead.status = 'queued' AND ahead.pool = j.pool
-                 AND (ahead.not_before IS NULL OR ahead.not_before <= now())
-                 AND (COALESCE(ahead.forced_at, 'infinity'::timestamptz), -ahead.priority,
-                      ahead.queued_at, ahead.id)
-                   < (COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority,
-                      j.queued_at, j.id)
-           ) END AS position
+           CASE WHEN j.id = ANY(:ids) THEN 1 + ({_JOBS_AHEAD_OF_J}) END AS position
     FROM jobs j
     WHERE j.status = 'queued' AND j.pool = ANY(:pools)
       AND (j.not_before IS NULL OR j.not_before <= now())
@@ -258,25 +274,62 @@ UPSERT_WORKER = text("""
 # Mark a worker as stopped cleanly.
 STOP_WORKER = text("UPDATE workers SET stopped_at = now() WHERE name = :name")
 
+# Whether the worker ``w`` is alive: not stopped, and heard from within :alive_seconds.
+_WORKER_ALIVE = """
+    (w.stopped_at IS NULL AND w.last_heartbeat_at > now() - make_interval(secs => :alive_seconds))
+"""
+
 # Every worker with whether it is alive and the jobs it runs.
-WORKERS = text("""
-    SELECT w.*,
-           (w.stopped_at IS NULL
-            AND w.last_heartbeat_at > now() - make_interval(secs => :alive_seconds)) AS alive,
+WORKERS = text(f"""
+    SELECT w.*, {_WORKER_ALIVE} AS alive,
            COALESCE(ARRAY(SELECT j.id FROM jobs j
                           WHERE j.status = 'running' AND j.worker_name = w.name
-                          ORDER BY j.started_at), '{}') AS running_jobs
+                          ORDER BY j.started_at), '{{}}') AS running_jobs
     FROM workers w ORDER BY w.name
 """)
 
-# The database clock (column db_now) with every worker as WORKERS gives them, in one round
-# trip: a single row of null worker columns when there is no worker.
-CLOCK_AND_WORKERS = text(f"""
-    SELECT clock.db_now, w.*
-    FROM (SELECT now() AS db_now) clock
-    LEFT JOIN ({WORKERS.text}) w ON true
-    ORDER BY w.name
-""")
+# The live workers as waiting reasons read them (what each runs, its GPUs), as one JSON
+# array: a waiting reason needs no more, and one value costs less to read than rows.
+_LIVE_WORKERS_JSON = f"""
+    SELECT COALESCE(jsonb_agg(jsonb_build_object(
+               'pools', w.pools, 'kinds', w.kinds,
+               'gpu_total', w.gpu_total, 'gpu_free', w.gpu_free)), '[]'::jsonb)
+    FROM workers w WHERE {_WORKER_ALIVE}
+"""
+
+# What waiting reasons read besides the jobs: the database clock and the live workers.
+WAIT_CONTEXT = text(f"SELECT now() AS db_now, ({_LIVE_WORKERS_JSON}) AS live_workers")
+
+# One job with all its waiting reason needs, in one round trip (the GET of a job, which
+# a UI polls): the row as one JSON value (column job, see Job.from_json), the columns of
+# WAIT_CONTEXT and, for a queued job, its rank (wait_position, null before not_before)
+# and its pool's claimable forced jobs (wait_forced, a JSON array in force order, null
+# when there are none). Each subquery sits in a CASE so that it runs only for a queued job.
+JOB_WITH_WAIT = text(f"""
+    SELECT to_jsonb(j) AS job,
+           now() AS db_now,
+           CASE WHEN j.status = 'queued' AND (j.not_before IS NULL OR j.not_before <= now())
+                THEN 1 + ({_JOBS_AHEAD_OF_J}) END AS wait_position,
+           CASE WHEN j.status = 'queued' THEN (
+               SELECT jsonb_agg(jsonb_build_object(
+                          'id', f.id, 'name', f.name, 'kind', f.kind, 'gpus', f.gpus,
+                          'priority', f.priority)
+                      ORDER BY f.forced_at, -f.priority, f.queued_at, f.id)
+               FROM jobs f
+               WHERE f.status = 'queued' AND f.pool = j.pool AND f.forced_at IS NOT NULL
+                 AND (f.not_before IS NULL OR f.not_before <= now())) END AS wait_forced,
+           CASE WHEN j.status = 'queued' THEN ({_LIVE_WORKERS_JSON}) END AS live_workers
+    FROM jobs j
+    WHERE j.id = :id
+""").columns(
+    # Typed columns in the order selected: SQLAlchemy then keeps the result's column
+    # map with the compiled statement instead of rebuilding it on every execution.
+    column("job", JSONB),
+    column("db_now", DateTime(timezone=True)),
+    column("wait_position", Integer),
+    column("wait_forced", JSONB),
+    column("live_workers", JSONB),
+)
 
 # Finished jobs older than the cut-off (their events, logs and metrics go with them).
 PRUNE_FINISHED = text("""

@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any, Protocol
 from uuid import UUID
 
-from jobqueue.records import Job, WorkerInfo
+from jobqueue.records import Job
 from jobqueue.states import JobStatus
+
+
+class Capacity(Protocol):
+    """What a waiting reason reads of a live worker (a ``WorkerInfo`` has it too)."""
+
+    @property
+    def pools(self) -> Sequence[str]: ...
+    @property
+    def kinds(self) -> Sequence[str]: ...
+    @property
+    def gpu_total(self) -> int: ...
+    @property
+    def gpu_free(self) -> int: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveWorker:
+    """A live worker's capacity, as ``sql.WAIT_CONTEXT`` gives it."""
+
+    pools: list[str]
+    kinds: list[str]
+    gpu_total: int
+    gpu_free: int
+
+    @classmethod
+    def many(cls, values: Sequence[Mapping[str, Any]] | None) -> list[LiveWorker]:
+        return [cls(**value) for value in values or ()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +60,7 @@ def waiting_reason(
     now: datetime,
     position: int | None,
     pool_queue: Sequence[QueueEntry],
-    workers: Sequence[WorkerInfo],
+    workers: Sequence[Capacity],
 ) -> str | None:
     """The sentence for a pending or queued job; None for any other status.
 

@@ -15,6 +15,7 @@ from jobqueue.errors import InvalidCursor, JobNotFound
 from jobqueue.leases import Progress, WorkerIdentity, WorkerStore
 from jobqueue.outcomes import Exit, StopCause
 from jobqueue.pruner import prune_finished
+from jobqueue.records import Job
 from jobqueue.settings import Settings
 from jobqueue.states import JobStatus
 from tests.conftest import spec
@@ -213,6 +214,76 @@ def test_waiting_reasons_follow_the_workers(queue, store, worker):
     assert queue.get(odd.id).waiting_reason == "no live worker in pool default knows kind eval"
     store.stop_worker(worker)
     assert queue.get(a.id).waiting_reason == "no live worker in pool default knows kind train"
+
+
+def test_one_job_reads_the_same_position_and_reason_as_the_list_and_the_queue(queue, store, worker):
+    """GET of one job reads its wait in one statement; lists and the queue view read it
+    another way. Over a queue with every kind of obstacle, all three must agree."""
+    store.heartbeat_worker(worker, free_gpus=2)
+    other = WorkerIdentity(name="cpu-b", pools=("cpu",), kinds=("eval",), gpu_ids=())
+    store.heartbeat_worker(other, free_gpus=0)
+    jobs = [
+        submit(queue, "small", gpus=1),
+        submit(queue, "urgent", gpus=4, priority=10),
+        submit(queue, "urgent-too", gpus=1),
+        submit(queue, "big", gpus=8),
+        submit(queue, "cpu", gpus=0),
+        submit(queue, "later", not_before="2999-01-01T00:00:00Z"),
+        submit(queue, "held", hold=True),
+        submit(queue, "unknown-kind", kind="finetune"),
+        submit(queue, "eval", kind="eval", pool="cpu", gpus=0),
+        submit(queue, "eval-2", kind="eval", pool="cpu", gpus=0, priority=70),
+        submit(queue, "gpu-eval", kind="eval", pool="cpu", gpus=1),
+    ]
+    queue.force_start(jobs[1].id, actor=OP)
+    queue.force_start(jobs[2].id, actor=OP)
+    listed = {j.id: j for j in queue.list_jobs(limit=200)[0]}
+    in_queue = {e["id"]: e for entries in queue.queue().values() for e in entries}
+    reasons = set()
+    for job in jobs:
+        one = queue.get(job.id)
+        reasons.add(one.waiting_reason.split(" ")[0].rstrip(":"))
+        assert (one.queue_position, one.waiting_reason) == (
+            listed[job.id].queue_position,
+            listed[job.id].waiting_reason,
+        ), job.name
+        if job.id in in_queue:
+            entry = in_queue[job.id]
+            assert (one.queue_position, one.waiting_reason) == (
+                entry["position"],
+                entry["waiting_reason"],
+            ), job.name
+    # The queue above does hold every kind of obstacle.
+    assert reasons == {"next", "behind", "needs", "not", "held", "no"}
+    assert queue.get(jobs[0].id).waiting_reason == f"behind forced job urgent ({jobs[1].id})"
+
+
+def test_a_job_read_as_json_equals_the_job_read_as_columns(queue, store, worker, engine):
+    """GET of one job decodes the row from to_jsonb (Job.from_json); everything else reads
+    typed columns (Job.from_row). Over rows with every field set, both must agree."""
+    running = start(queue, store, worker, "running", idempotency_key="k-1", gpus=2)
+    store.report_progress(
+        running.id, running.lease_token,
+        Progress(fraction=0.5, step=5, message="half", metrics={"loss": 0.25}),
+    )  # fmt: skip
+    store.report_checkpoint(running.id, running.lease_token, "/ckpt/5", step=5)
+    store.append_logs(running.id, running.lease_token, [("stdout", "héllo"), ("stderr", "x")])
+    failed = start(queue, store, worker, "failed", max_attempts=1, config={"a": [1, {"b": None}]})
+    store.finish(failed.id, failed.lease_token, Exit(exit_code=3), actor=worker.actor)
+    forced = submit(queue, "forced", not_before="2999-01-01T00:00:00+02:00")
+    queue.force_start(forced.id, actor=OP)
+    later = submit(queue, "later", not_before="2999-01-01T00:00:00.123456Z", priority=0)
+    held = submit(queue, "held", hold=True)
+    queue.cancel(running.id, actor=OP)  # a request on a running job
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT to_jsonb(j) AS json, j.* FROM jobs j")).mappings().all()
+    assert len(rows) == 5
+    for row in rows:
+        assert Job.from_json(dict(row["json"])) == Job.from_row(row)
+    assert {r["id"] for r in rows} == {running.id, failed.id, forced.id, later.id, held.id}
+    seen = queue.get(running.id)
+    assert seen.lease_token == running.lease_token and seen.requested_action == "cancel"
+    assert seen.checkpoint["uri"] == "/ckpt/5" and seen.gpu_ids == running.gpu_ids
 
 
 # -- listing -------------------------------------------------------------------------------
