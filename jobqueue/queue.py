@@ -117,11 +117,15 @@ def apply_transition(conn: Connection, job: Job, transition: Transition, *, acto
     """Write a transition with a compare-and-set on the status, and its event.
 
     The caller holds the row lock, so the guard only fails if that contract is
-    broken; it still raises rather than writing over a change it did not see.
+    broken; it still raises rather than writing over a change it did not see, and
+    says what the status is now.
     """
     row = _write(conn, job.id, job.status, transition, actor=actor, lease_token=None)
     if row is None:
-        raise InvalidTransition(job.id, "changed", transition.action)
+        now = conn.execute(sql.JOB_BY_ID, {"id": job.id}).mappings().first()
+        if now is None:
+            raise JobNotFound(job.id)
+        raise InvalidTransition(job.id, str(now["status"]), transition.action)
     return row
 
 

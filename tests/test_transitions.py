@@ -17,8 +17,8 @@ from sqlalchemy import text
 
 from jobqueue.errors import IdempotencyConflict, InvalidTransition, LeaseLost
 from jobqueue.leases import WorkerIdentity, WorkerStore
-from jobqueue.outcomes import Exit, StopCause
-from jobqueue.queue import JobQueue
+from jobqueue.outcomes import Exit, StopCause, for_action
+from jobqueue.queue import JobQueue, apply_transition
 from jobqueue.records import Claimed, Job
 from jobqueue.states import ALLOWED_FROM, Action, JobStatus
 from jobqueue.sweeper import sweep_expired_leases
@@ -161,6 +161,21 @@ def test_force_start_of_a_paused_job_says_to_resume(queue, store, worker):
     job = job_in(S.PAUSED, queue, store, worker)
     with pytest.raises(InvalidTransition, match="resume"):
         queue.force_start(job.id, actor=OP)
+
+
+def test_a_write_from_a_stale_read_is_refused_with_the_status_it_found(queue, engine):
+    """The compare-and-set guard: a transition computed from a job read before another
+    change (a caller that broke the row-lock contract) writes nothing and says what
+    the status is now."""
+    job, _ = queue.submit(spec(), actor=OP)
+    stale = queue.get(job.id)
+    queue.pause(job.id, actor=OP)
+    transition = for_action(stale, Action.CANCEL, actor=OP, lease_valid=False)
+    with engine.begin() as conn, pytest.raises(InvalidTransition) as refused:
+        apply_transition(conn, stale, transition, actor=OP)
+    assert (refused.value.status, refused.value.action) == ("paused", "cancel")
+    assert queue.get(job.id).status is S.PAUSED
+    assert [e.to_status for e in queue.events(job.id)] == ["queued", "paused"]
 
 
 # -- submit ---------------------------------------------------------------------------
