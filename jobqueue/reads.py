@@ -59,7 +59,7 @@ class Reads:
             limit=limit + 1,
         )
         with self._reading() as conn:
-            found = [Job.from_row(r) for r in conn.execute(query).mappings()]
+            found = [Job.from_row(r) for r in conn.execute(query).mappings().all()]
             page = self._with_wait(conn, found[:limit])
         next_cursor = encode_cursor(page[-1]) if len(found) > limit else None
         return page, next_cursor

@@ -337,3 +337,12 @@ def test_the_first_obstacle_a_person_would_check_wins():
     assert reason(job, queue=[forced, job], workers=[]).startswith("no live worker")
     assert reason(job, queue=[forced, job], workers=busy).startswith("needs 3 GPUs")
     assert reason(job, queue=[forced, job], workers=[make_worker()]).startswith("behind forced job")
+
+
+def test_with_wait_is_a_frozen_copy_that_changes_only_the_wait():
+    job = make_job(status=JobStatus.QUEUED)
+    waiting = job.with_wait(3, "behind 2 jobs")
+    assert waiting == dataclasses.replace(job, queue_position=3, waiting_reason="behind 2 jobs")
+    assert (job.queue_position, job.waiting_reason) == (None, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        waiting.priority = 1  # type: ignore[misc]
