@@ -96,7 +96,7 @@ class Job:
         """A copy with its queue position and waiting reason.
 
         A plain copy of the fields: ``dataclasses.replace`` runs ``__init__`` over all 45
-        of them again, which cost more than the rest of building a list page.
+        of them again, the largest single cost of building a list page in a profile.
         """
         clone = object.__new__(Job)
         clone.__dict__.update(self.__dict__, queue_position=position, waiting_reason=reason)
