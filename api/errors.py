@@ -17,6 +17,7 @@ from jobqueue.errors import (
     JobNotFound,
     JobqueueError,
 )
+from jobqueue.specs import ConfigTooLarge, Unstorable
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,18 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def validation_code(exc: ValidationError) -> str:
+    """The error code, from what the core's validators raised: a config over its size is
+    ``config_too_large``, a NaN or infinity (which JSON parsing let through) ``bad_json``."""
+    for error in exc.errors(include_url=False, include_input=False):
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, ConfigTooLarge):
+            return "config_too_large"
+        if isinstance(cause, Unstorable) and cause.reason == "not_finite":
+            return "bad_json"
+    return "invalid"
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -62,9 +75,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError):
         errors = validation_details(exc)
-        code = "config_too_large" if any("KiB" in e["message"] for e in errors) else "invalid"
         message = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
-        return error_response(400, code, message, {"errors": errors})
+        return error_response(400, validation_code(exc), message, {"errors": errors})
 
     @app.errorhandler(JobNotFound)
     def _not_found(exc: JobNotFound):

