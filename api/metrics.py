@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 
 from flask import Flask, g, request
 from prometheus_client import (
@@ -27,6 +28,10 @@ from sqlalchemy import Engine
 from jobqueue import sql
 
 log = logging.getLogger(__name__)
+
+#: Methods a latency label names as they are; any other a client invents counts as
+#: "other", so that clients cannot grow the metrics without bound.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class _JobGauges:
@@ -86,12 +91,19 @@ class ApiMetrics:
         def _start_timer():
             g.request_started = time.perf_counter()
 
+        # One histogram child per (method, endpoint, status), looked up in a plain dict:
+        # ``labels()`` validates and locks on every call, on every request.
+        children: dict[tuple[str, str, int], Any] = {}
+
         @app.after_request
         def _observe(response):
             started = g.get("request_started")
             if started is not None:
-                endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-                self.latency.labels(request.method, endpoint, str(response.status_code)).observe(
-                    time.perf_counter() - started
-                )
+                rule = request.url_rule
+                method = request.method if request.method in _METHODS else "other"
+                key = (method, rule.rule if rule else "unmatched", response.status_code)
+                child = children.get(key)
+                if child is None:
+                    child = children[key] = self.latency.labels(key[0], key[1], str(key[2]))
+                child.observe(time.perf_counter() - started)
             return response

@@ -121,6 +121,26 @@ def test_submit_takes_every_documented_field(api):
     assert "not before" in job["waiting_reason"]
 
 
+def test_config_comes_back_exactly_as_submitted_whatever_its_numbers_and_text(api):
+    # Integers beyond 64 bits are more than the fast encoder takes; they must still come
+    # back exact (not as floats, not as a 500), in the submit answer, a GET and a list.
+    config = {
+        "seed": 2**70,
+        "offset": -(2**65),
+        "lr": 1e-300,
+        "label": "modèle ✓ 模型",
+        "nested": [{"n": 2**64 - 1}, None, True],
+    }
+    response = api.post("/api/training", json={"name": "exact", "kind": "t", "config": config})
+    created = job_of(response, 201)
+    got = api.get(f"/api/training/{created['id']}")
+    listed = api.get("/api/training").get_json()["items"]
+    for job in (created, json.loads(got.get_data()), listed[0]):
+        assert job["config"] == config
+        assert isinstance(job["config"]["seed"], int)
+    assert got.headers["Content-Type"] == "application/json"
+
+
 def test_held_job_is_pending_outside_the_queue(api):
     job = api.submit(hold=True)
     assert job["status"] == "pending"
@@ -968,6 +988,18 @@ def test_metrics_is_prometheus_text(api):
     created = (("endpoint", "/api/training"), ("method", "POST"), ("status", "201"))
     assert found[("jobqueue_request_seconds_count", created)] == 2
     assert any(name == "jobqueue_request_seconds_bucket" for name, _ in found)
+
+
+def test_latency_of_an_invented_method_is_counted_as_other(api):
+    # A client may send any method token; the metrics must not grow a series for each.
+    for method in ("BREW", "PROPFIND", "BREW"):
+        error_of(api.request(method, "/api/training"), 405, "method_not_allowed")
+    found = samples(api.get("/metrics", token=None).get_data(as_text=True))
+    methods = {dict(labels).get("method") for name, labels in found if "request_seconds" in name}
+    assert "other" in methods
+    assert not methods & {"BREW", "PROPFIND"}
+    other = (("endpoint", "unmatched"), ("method", "other"), ("status", "405"))
+    assert found[("jobqueue_request_seconds_count", other)] == 3
 
 
 def test_openapi_document_lists_every_endpoint(shared_api):
