@@ -4,11 +4,12 @@ Run ``python -m benchmarks.api_bench [--database-url URL] [--quick]``. In one ru
 
 1. seeds one database with jobs of every status (mostly finished, a few hundred queued,
    some held, running and paused) and one live worker whose heartbeat it keeps fresh;
-2. tries gunicorn shapes (``--workers W --threads T --worker-class gthread``) on GET of a
-   queued job and keeps the fastest;
-3. with that shape, loads each scenario for a while after a short warm-up: GET of a queued
-   job (the common case for a UI: it computes ``queue_position`` and ``waiting_reason``),
-   GET of a completed job, GET of the newest 50 jobs, POST force-start of queued jobs;
+2. serves the API with the gunicorn command line of ``jobqueue api`` (its processes and
+   threads; ``--access-log`` as ``jobqueue api --access-log``); with ``--shape``
+   (repeatable) it first tries those shapes on GET of a queued job and keeps the fastest;
+3. loads each scenario for a while after a short warm-up: GET of a queued job (the common
+   case for a UI: it computes ``queue_position`` and ``waiting_reason``), GET of a completed
+   job, GET of the newest 50 jobs, POST force-start of queued jobs;
 4. serves, under the same gunicorn settings, a baseline Flask app that runs one
    ``SELECT * FROM jobs WHERE id = %s`` with psycopg and returns the row as JSON, and loads
    it the same way;
@@ -72,6 +73,7 @@ from benchmarks.queue_bench import (
     verdict,
 )
 from jobqueue import sql
+from jobqueue.cli import API_THREADS, default_api_processes, gunicorn_argv
 from jobqueue.db import connect_raw, libpq_conninfo, make_engine
 from jobqueue.leases import WorkerIdentity, WorkerStore
 from jobqueue.looper import Looper
@@ -101,8 +103,10 @@ class Sizes:
 
 FULL = Sizes(6.0, 2.0, 4.0, 1_400, 400, 100, 50, 50)
 QUICK = Sizes(2.0, 1.0, 1.5, 1_400, 400, 100, 50, 50)
+#: What `jobqueue api` runs on this machine: gunicorn processes and threads.
+DEFAULT_SHAPE = (default_api_processes(), API_THREADS)
 #: Rounds of the one-job GETs and the baseline; each is reported by its median round.
-ROUNDS = 3
+ROUNDS = 5
 
 
 # -- the seeded database -------------------------------------------------------------------
@@ -265,19 +269,17 @@ class Gunicorn:
         cwd: Path,
         workdir: Path,
         label: str,
+        access_log: bool = False,
     ):
         self.port = free_port()
         self.label = label
         self.workers = workers
         self.log_path = workdir / f"gunicorn-{label}-{self.port}.log"
-        argv = [
-            sys.executable, "-m", "gunicorn",
-            "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(workers),
-            "--threads", str(threads),
-            "--worker-class", "gthread",
-            app,
-        ]  # fmt: skip
+        # What `jobqueue api` runs (an access log lands in the log file).
+        argv = gunicorn_argv(
+            f"127.0.0.1:{self.port}", processes=workers, threads=threads, app=app,
+            access_log=access_log,
+        )  # fmt: skip
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             argv,
@@ -752,7 +754,7 @@ def run(args: argparse.Namespace) -> str:
     sizes = QUICK if args.quick else FULL
     if args.seconds:
         sizes = dataclasses.replace(sizes, seconds=args.seconds)
-    shapes = [parse_shape(s) for s in (args.shape or ["2x4", "3x4", "5x4"])]
+    shapes = [parse_shape(s) for s in args.shape] if args.shape else [DEFAULT_SHAPE]
     report = Report()
     began = time.perf_counter()
     load_before = os.getloadavg()
@@ -767,7 +769,7 @@ def run(args: argparse.Namespace) -> str:
     def start(app: str, env: dict[str, str], cwd: Path, label: str, shape: tuple[int, int]):
         server = Gunicorn(
             app, workers=shape[0], threads=shape[1], env=env, cwd=cwd, workdir=workdir,
-            label=label,
+            label=label, access_log=args.access_log,
         )  # fmt: skip
         servers.append(server)
         server.wait_ready()
@@ -952,9 +954,11 @@ def _run_loaded(
             "chosen" if shape == best else "info",
         )
     report.notes.append(
-        f"gunicorn --workers {best[0]} --threads {best[1]} --worker-class gthread "
-        "(shape chosen by req/s on GET queued job), no access log, auth on (one operator "
-        "token), PROMETHEUS_MULTIPROC_DIR set as `jobqueue api` sets it. Load: "
+        f"gunicorn as `jobqueue api` runs it (--workers {best[0]} --threads {best[1]} "
+        f"--worker-class gthread, access log {'on' if args.access_log else 'off'}"
+        + (", shape chosen by req/s on GET queued job" if len(tried) > 1 else "")
+        + "), auth on (one operator token), PROMETHEUS_MULTIPROC_DIR set as `jobqueue api` "
+        "sets it. Load: "
         f"{generator.name}, {args.connections} keep-alive connections, closed loop, "
         f"{sizes.warmup:.0f} s warm-up + {sizes.seconds:.0f} s per scenario; the two one-job "
         f"GETs and the baseline in {ROUNDS} alternating rounds, each shown by its median round."
@@ -998,8 +1002,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--shape",
         action="append",
-        help="gunicorn WORKERSxTHREADS to try (repeatable; default 2x4, 3x4 -- what "
-        "`jobqueue api` runs on 2 CPUs -- and 5x4; the best is kept)",
+        help="gunicorn WORKERSxTHREADS to try (repeatable; the best is kept; default: what "
+        "`jobqueue api` runs on this machine)",
     )
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections")
     parser.add_argument("--seconds", type=float, help="measured seconds per scenario")
@@ -1007,6 +1011,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--load-generator", choices=("auto", "wrk", "python"), default="auto",
         help="auto: wrk when installed, else Python threads",
     )  # fmt: skip
+    parser.add_argument(
+        "--access-log", action="store_true", help="serve as `jobqueue api --access-log` does"
+    )
     parser.add_argument(
         "--profile", action="store_true", help="add a cProfile of in-process GET queued job"
     )

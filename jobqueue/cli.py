@@ -91,11 +91,57 @@ def prune(older_than_days: float | None) -> None:
     click.echo(f"pruned {deleted} finished jobs older than {days:g} days")
 
 
+#: Threads of each gunicorn process of ``jobqueue api``.
+API_THREADS = 4
+
+
+def default_api_processes() -> int:
+    """One process more than cores (at most 8): with fewer processes than gunicorn's usual
+    2 × cores + 1 they take turns on the cores less often, which gave more requests per
+    second on 2 cores (``benchmarks/api_bench.py``)."""
+    return min((os.cpu_count() or 1) + 1, 8)
+
+
+def gunicorn_argv(
+    bind: str,
+    *,
+    processes: int | None = None,
+    threads: int = API_THREADS,
+    app: str = "api:create_app()",
+    access_log: bool = False,
+) -> list[str]:
+    """The gunicorn command line of ``jobqueue api``. The API benchmark serves with it too,
+    so that its figures are those of what is deployed.
+
+    ``access_log`` writes one line per request to standard output. It is off unless asked
+    for: gunicorn's access line cost 12–19% of the requests per second of a job's GET on
+    2 cores, on the path every open job page polls, and each action is already recorded in
+    the job's events with its actor.
+    """
+    processes = processes or default_api_processes()
+    logging = ["--access-logfile", "-"] if access_log else []
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", bind,
+        "--workers", str(processes),
+        "--threads", str(threads),
+        "--worker-class", "gthread",
+        *logging,
+        app,
+    ]  # fmt: skip
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", "processes", default=None, type=int, help="gunicorn worker processes")
-def api(host: str, port: int, processes: int | None) -> None:
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    help="one line per request on standard output",
+)
+def api(host: str, port: int, processes: int | None, access_log: bool) -> None:
     """Serve the REST API and web monitor with gunicorn."""
     from jobqueue.db import make_engine
     from jobqueue.migrate import require_head
@@ -107,24 +153,12 @@ def api(host: str, port: int, processes: int | None) -> None:
             "or JOBQUEUE_AUTH=off"
         )
     require_head(make_engine(settings.require_database_url(), pool_size=1))
-    # One process more than cores, each with 4 threads: with fewer processes than
-    # gunicorn's usual 2 × cores + 1 they take turns on the cores less often, which
-    # gave more requests per second on 2 cores (benchmarks/api_bench.py).
-    processes = processes or min((os.cpu_count() or 1) + 1, 8)
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Counters from every gunicorn process add up in one /metrics view.
         import tempfile
 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="jobqueue-metrics-")
-    argv = [
-        sys.executable, "-m", "gunicorn",
-        "--bind", f"{host}:{port}",
-        "--workers", str(processes),
-        "--threads", "4",
-        "--worker-class", "gthread",
-        "--access-logfile", "-",
-        "api:create_app()",
-    ]  # fmt: skip
+    argv = gunicorn_argv(f"{host}:{port}", processes=processes, access_log=access_log)
     os.execv(sys.executable, argv)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -90,7 +91,8 @@ class Server:
         )
 
     def output(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log.read_text(errors="replace")
 
     def wait_healthy(self) -> None:
@@ -187,16 +189,23 @@ def test_gunicorn_serves_the_api(database_url, tmp_path):
     assert status == 0, server.output()[-3000:]
 
 
-def test_jobqueue_api_command_serves_what_is_in_the_database(database_url, queue, tmp_path):
+@pytest.mark.parametrize("access_log", [False, True], ids=["default", "access-log"])
+def test_jobqueue_api_command_serves_what_is_in_the_database(
+    database_url, queue, tmp_path, access_log
+):
     # Submitted before the server exists: nothing about a job lives in an API process.
     before, _ = queue.submit(JobSpec(name="earlier", kind="train"), actor="operator")
     port = free_port()
     argv = [*jobqueue_command(), "api", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1"]  # fmt: skip
+            "--workers", "1", *(["--access-log"] if access_log else [])]  # fmt: skip
     with serve(argv, server_env(database_url), port, tmp_path / "jobqueue-api.log") as server:
         exercise(server.base, existing={"id": str(before.id), "status": "queued"})
         status = server.stop()
-    assert status == 0, server.output()[-3000:]
+    output = server.output()
+    assert status == 0, output[-3000:]
+    # One line per request only when asked for.
+    request_line = re.compile(rf'"GET /api/training/{before.id} HTTP/1\.1" 200 ')
+    assert bool(request_line.search(output)) is access_log, output[-3000:]
 
 
 @pytest.mark.parametrize("how", ["jobqueue api", "gunicorn"])
