@@ -119,14 +119,14 @@ def gunicorn_argv(
     the job's events with its actor.
     """
     processes = processes or default_api_processes()
-    logging = ["--access-logfile", "-"] if access_log else []
+    access = ["--access-logfile", "-"] if access_log else []
     return [
         sys.executable, "-m", "gunicorn",
         "--bind", bind,
         "--workers", str(processes),
         "--threads", str(threads),
         "--worker-class", "gthread",
-        *logging,
+        *access,
         app,
     ]  # fmt: skip
 
