@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
 
 from flask import Flask, g, request
 from prometheus_client import (
@@ -91,19 +90,13 @@ class ApiMetrics:
         def _start_timer():
             g.request_started = time.perf_counter()
 
-        # One histogram child per (method, endpoint, status), looked up in a plain dict:
-        # ``labels()`` validates and locks on every call, on every request.
-        children: dict[tuple[str, str, int], Any] = {}
-
         @app.after_request
         def _observe(response):
             started = g.get("request_started")
             if started is not None:
-                rule = request.url_rule
+                endpoint = request.url_rule.rule if request.url_rule else "unmatched"
                 method = request.method if request.method in _METHODS else "other"
-                key = (method, rule.rule if rule else "unmatched", response.status_code)
-                child = children.get(key)
-                if child is None:
-                    child = children[key] = self.latency.labels(key[0], key[1], str(key[2]))
-                child.observe(time.perf_counter() - started)
+                self.latency.labels(method, endpoint, str(response.status_code)).observe(
+                    time.perf_counter() - started
+                )
             return response

@@ -73,11 +73,11 @@ from benchmarks.queue_bench import (
     verdict,
 )
 from jobqueue import sql
-from jobqueue.cli import API_THREADS, default_api_processes, gunicorn_argv
 from jobqueue.db import connect_raw, libpq_conninfo, make_engine
 from jobqueue.leases import WorkerIdentity, WorkerStore
 from jobqueue.looper import Looper
 from jobqueue.queue import JobQueue
+from jobqueue.serving import API_THREADS, default_api_processes, gunicorn_argv
 from jobqueue.settings import Settings
 from jobqueue.specs import JobSpec
 

@@ -91,46 +91,6 @@ def prune(older_than_days: float | None) -> None:
     click.echo(f"pruned {deleted} finished jobs older than {days:g} days")
 
 
-#: Threads of each gunicorn process of ``jobqueue api``.
-API_THREADS = 4
-
-
-def default_api_processes() -> int:
-    """One process more than cores (at most 8): with fewer processes than gunicorn's usual
-    2 × cores + 1 they take turns on the cores less often, which gave more requests per
-    second on 2 cores (``benchmarks/api_bench.py``)."""
-    return min((os.cpu_count() or 1) + 1, 8)
-
-
-def gunicorn_argv(
-    bind: str,
-    *,
-    processes: int | None = None,
-    threads: int = API_THREADS,
-    app: str = "api:create_app()",
-    access_log: bool = False,
-) -> list[str]:
-    """The gunicorn command line of ``jobqueue api``. The API benchmark serves with it too,
-    so that its figures are those of what is deployed.
-
-    ``access_log`` writes one line per request to standard output. It is off unless asked
-    for: gunicorn's access line cost 12–19% of the requests per second of a job's GET on
-    2 cores, on the path every open job page polls, and each action is already recorded in
-    the job's events with its actor.
-    """
-    processes = processes or default_api_processes()
-    access = ["--access-logfile", "-"] if access_log else []
-    return [
-        sys.executable, "-m", "gunicorn",
-        "--bind", bind,
-        "--workers", str(processes),
-        "--threads", str(threads),
-        "--worker-class", "gthread",
-        *access,
-        app,
-    ]  # fmt: skip
-
-
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -158,6 +118,8 @@ def api(host: str, port: int, processes: int | None, access_log: bool) -> None:
         import tempfile
 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="jobqueue-metrics-")
+    from jobqueue.serving import gunicorn_argv
+
     argv = gunicorn_argv(f"{host}:{port}", processes=processes, access_log=access_log)
     os.execv(sys.executable, argv)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from jobqueue.db import connect_raw, make_engine, normalize_url
 from jobqueue.migrate import upgrade
+from jobqueue.serving import gunicorn_argv
 from jobqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -183,12 +184,10 @@ def run(
             env.setdefault("JOBQUEUE_AUTH", "off")
         kinds = examples_dir() / "kinds.toml"
         worker_gpus = _worker_gpus(gpus, virtual_gpus)
+        # Two processes are plenty for one person's demo; Ctrl-C should not wait long.
         api = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
-             "--threads", "4", "--worker-class", "gthread", "--graceful-timeout", "10",
-             "api:create_app()"],
-            env=env,
-        )  # fmt: skip
+            gunicorn_argv(f"{host}:{port}", processes=2, graceful_timeout=10), env=env
+        )
         worker = subprocess.Popen(
             [sys.executable, "-m", "worker", "--kinds", str(kinds), *worker_gpus], env=env
         )
