@@ -18,6 +18,7 @@ from api.metrics import ApiMetrics
 from jobqueue.db import make_engine
 from jobqueue.looper import Looper
 from jobqueue.migrate import require_head
+from jobqueue.pruner import scheduled_prune
 from jobqueue.queue import JobQueue
 from jobqueue.settings import Settings, get_settings
 from jobqueue.sweeper import sweep_expired_leases
@@ -76,7 +77,8 @@ def create_app(
     settings: Settings | None = None, *, engine: Engine | None = None, background: bool = True
 ) -> Flask:
     """Build the API. Refuses to start against a schema that is not at head, or with
-    auth on and no tokens. ``background`` runs the lease sweep in this process."""
+    auth on and no tokens. ``background`` runs the lease sweep and the scheduled pruning
+    in this process."""
     settings = settings or get_settings()
     engine = engine or make_engine(
         settings.require_database_url(), application_name="jobqueue-api", pre_ping=False
@@ -86,11 +88,12 @@ def create_app(
         auth.parse_tokens(settings.api_tokens), enabled=settings.auth == "on"
     )
 
-    app = Flask(__name__)
+    # No static folder of the app's own: the monitor's blueprint serves /static.
+    app = Flask(__name__, static_folder=None)
     app.json = JSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     queue = JobQueue(engine, settings)
-    metrics = ApiMetrics(engine)
+    metrics = ApiMetrics(queue)
     app.extensions["jobqueue"] = queue
     app.extensions["jobqueue.metrics"] = metrics
     app.extensions["jobqueue.auth"] = authenticator
@@ -114,5 +117,12 @@ def create_app(
         sweeper = Looper(
             "lease-sweep", lambda: sweep_expired_leases(engine), settings.sweep_seconds
         ).start()
+        pruner = Looper(
+            "prune",
+            lambda: scheduled_prune(engine, older_than_days=settings.prune_after_days),
+            settings.prune_interval_seconds,
+        ).start()
+        app.extensions["jobqueue.loopers"] = [sweeper, pruner]
         atexit.register(sweeper.stop)
+        atexit.register(pruner.stop)
     return app

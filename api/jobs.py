@@ -27,12 +27,11 @@ def _job(job: Job, status: int = 200):
     return jsonify(job.public()), status
 
 
-def _acted(action: str, outcome: Job | tuple[Job, bool]):
+def _acted(action: str, job: Job):
     """Count the accepted action; 200 when done, 202 while a running job's worker
     carries the request out."""
-    job, is_request = outcome if isinstance(outcome, tuple) else (outcome, False)
     _count(action)
-    return _job(job, 202 if is_request else 200)
+    return _job(job, 202 if job.stopping else 200)
 
 
 @bp.post("")
@@ -78,7 +77,8 @@ def patch_job(raw_id: str):
 
 @bp.get("/<raw_id>/events")
 def events(raw_id: str):
-    items = _queue().events(job_id(raw_id))
+    after = int_arg("after", 0, low=0, high=2**62)
+    items = _queue().events(job_id(raw_id), after=after)
     return jsonify({"items": [e.public() for e in items]})
 
 
@@ -93,7 +93,8 @@ def logs(raw_id: str):
 @bp.get("/<raw_id>/metrics")
 def metrics(raw_id: str):
     limit = int_arg("limit", 2000, low=1, high=10_000)
-    points = _queue().metrics(job_id(raw_id), limit=limit)
+    after = int_arg("after", -1, low=0, high=2**62)
+    points = _queue().metrics(job_id(raw_id), after=None if after < 0 else after, limit=limit)
     return jsonify({"points": [p.public() for p in points]})
 
 

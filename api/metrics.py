@@ -22,9 +22,8 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import Engine
 
-from jobqueue import sql
+from jobqueue.reads import Reads
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,8 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 class _JobGauges:
     """Reads job counts from the database when Prometheus scrapes."""
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, reads: Reads):
+        self.reads = reads
 
     def describe(self):
         return []
@@ -52,11 +51,11 @@ class _JobGauges:
             labels=["pool"],
         )
         try:
-            with self.engine.connect() as conn:
-                for row in conn.execute(sql.JOB_COUNTS):
-                    by_status.add_metric([row.status, row.pool], row.count)
-                for row in conn.execute(sql.OLDEST_QUEUED):
-                    oldest.add_metric([row.pool], row.age_seconds)
+            stats = self.reads.queue_stats()
+            for (status, pool), count in stats.jobs.items():
+                by_status.add_metric([status, pool], count)
+            for pool, seconds in stats.oldest_queued_seconds.items():
+                oldest.add_metric([pool], seconds)
         except Exception:
             log.warning("metrics: could not read job counts", exc_info=True)
         yield by_status
@@ -64,7 +63,7 @@ class _JobGauges:
 
 
 class ApiMetrics:
-    def __init__(self, engine: Engine):
+    def __init__(self, reads: Reads):
         self.registry = CollectorRegistry(auto_describe=True)
         self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         counters_registry = None if self._multiprocess else self.registry
@@ -80,7 +79,7 @@ class ApiMetrics:
         )
         if self._multiprocess:
             multiprocess.MultiProcessCollector(self.registry)
-        self.registry.register(_JobGauges(engine))
+        self.registry.register(_JobGauges(reads))
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -3,6 +3,9 @@
 It holds no data of its own and takes no second code path: every list,
 detail and action goes through the same ``/api`` endpoints the frontend uses,
 with the token the person typed (kept in the browser's localStorage).
+
+Its files are served at ``/static``; the app itself serves none (see
+:func:`api.app.create_app`), so that one URL rule answers there.
 """
 
 from __future__ import annotations

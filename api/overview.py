@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from api.requests import int_arg
+from api.requests import float_arg
 from jobqueue.pruner import prune_finished
 from jobqueue.queue import JobQueue
 
@@ -29,7 +29,6 @@ def workers():
 def prune():
     """Delete finished jobs older than ``older_than_days`` (default: the setting)."""
     queue = _queue()
-    default_days = int(queue.settings.prune_after_days)
-    days = int_arg("older_than_days", default_days, low=0, high=36500)
+    days = float_arg("older_than_days", queue.settings.prune_after_days, low=0, high=36500)
     deleted = prune_finished(queue.engine, older_than_seconds=days * 86400)
     return jsonify({"deleted": deleted})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TypeVar
 from uuid import UUID
 
@@ -13,6 +14,7 @@ from api.errors import ApiError
 from jobqueue.specs import MAX_DEPTH
 
 M = TypeVar("M", bound=BaseModel)
+N = TypeVar("N", int, float)
 
 
 def json_body(model: type[M], *, optional: bool = False) -> M:
@@ -56,13 +58,22 @@ def str_arg(name: str) -> str | None:
 
 
 def int_arg(name: str, default: int, *, low: int, high: int) -> int:
+    return _number_arg(name, default, int, "an integer", low, high)
+
+
+def float_arg(name: str, default: float, *, low: float, high: float) -> float:
+    """A number query argument: ``0.5`` means half, never truncated to ``0``."""
+    return _number_arg(name, default, float, "a number", low, high)
+
+
+def _number_arg(name: str, default: N, parse: Callable[[str], N], what: str, low: N, high: N) -> N:
     raw = request.args.get(name)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError as exc:
-        raise ApiError(400, "invalid", f"{name} must be an integer", field=name) from exc
-    if not low <= value <= high:
+        raise ApiError(400, "invalid", f"{name} must be {what}", field=name) from exc
+    if not low <= value <= high:  # NaN compares false: refused too
         raise ApiError(400, "invalid", f"{name} must be between {low} and {high}", field=name)
     return value

@@ -13,9 +13,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from jobqueue.states import Action as ActionName
 from jobqueue.states import JobStatus
 
 Status = Literal[tuple(s.value for s in JobStatus)]  # type: ignore[valid-type]
+Action = Literal[tuple(a.value for a in ActionName)]  # type: ignore[valid-type]
 
 
 class _Out(BaseModel):
@@ -79,6 +81,9 @@ class Job(_Out):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    #: The actions the job accepts now (SPEC §2), so that a client need not keep its
+    #: own copy of the state table.
+    allowed_actions: list[Action]
 
 
 class JobList(_Out):
@@ -87,6 +92,7 @@ class JobList(_Out):
 
 
 class Event(_Out):
+    id: int
     at: datetime
     from_status: Status | None
     to_status: Status
@@ -112,6 +118,7 @@ class Logs(_Out):
 
 
 class MetricPoint(_Out):
+    n: int
     step: int | None
     at: datetime
     metrics: dict[str, Any]
@@ -136,13 +143,15 @@ class Queue(_Out):
 
 
 class Device(BaseModel):
+    """Every field is always present; the stats are null where unknown (virtual GPUs)."""
+
     model_config = ConfigDict(extra="allow")
 
     id: int
-    name: str | None = None
-    utilization: float | None = None
-    memory_used: int | None = None
-    memory_total: int | None = None
+    name: str | None
+    utilization: float | None
+    memory_used: int | None
+    memory_total: int | None
 
 
 class Gpus(_Out):

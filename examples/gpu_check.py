@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from jobqueue.examples import KINDS_FILE
+
 findings: dict[str, Any] = {"ok": False}
 
 
@@ -59,11 +60,11 @@ def wait_for(describe: str, probe, timeout: float):
 
 def main(summary: Path | None, gpus: str, device: str) -> int:
     from jobqueue.db import make_engine
-    from jobqueue.embedded import throwaway_server
     from jobqueue.migrate import upgrade
     from jobqueue.queue import JobQueue
     from jobqueue.settings import Settings
     from jobqueue.specs import JobSpec
+    from jobqueue.testing import throwaway_server
     from worker.gpus import discover
 
     inventory = discover(gpus)
@@ -97,7 +98,7 @@ def main(summary: Path | None, gpus: str, device: str) -> int:
             "--gpus",
             gpus,
             "--kinds",
-            str(HERE / "kinds.toml"),
+            str(KINDS_FILE),
             "--name",
             "gpu-check",
         ],

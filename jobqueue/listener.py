@@ -21,7 +21,8 @@ class Listener:
 
     Runs in a thread; when the connection drops it reconnects with back-off and
     sets ``wakeup`` anyway, since notifications may have been missed meanwhile.
-    ``payloads`` keeps the latest payloads of the actions channel for the owner.
+    It keeps the latest payloads of every channel (at most 1000) until the owner
+    takes them with :meth:`drain`.
     """
 
     def __init__(self, url: str, channels: tuple[str, ...], wakeup: threading.Event):

@@ -4,22 +4,23 @@ Each function takes the job as it is (read under a row lock) and returns a
 :class:`Transition`: the new status, the column values to write and the event
 to record. The store applies it with a compare-and-set UPDATE, so these rules
 are the only place that decides an outcome, whichever process observed it.
+They are plain Python: a time is a :class:`jobqueue.clock.DbTime` ("the
+database's now, plus a back-off"), which the statement builder turns into SQL.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func
-
+from jobqueue.clock import NOW
 from jobqueue.errors import InvalidTransition
 from jobqueue.records import Job
 from jobqueue.states import (
     ACTION_REQUEST,
     REQUEST_OUTCOME,
+    REQUEST_RANK,
     REQUEST_TERMINATION,
     Action,
     Cause,
@@ -27,15 +28,11 @@ from jobqueue.states import (
     RequestedAction,
     TerminationReason,
     allowed,
+    request_accepted,
 )
 
 S = JobStatus
 MAX_BACKOFF_SECONDS = 3600.0
-
-
-def now() -> Any:
-    """The database clock; every timestamp the core writes comes from it."""
-    return func.now()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +41,6 @@ class Transition:
     values: dict[str, Any]
     action: str
     reason: str | None = None
-    #: True when a running job only got a request (the API answers 202).
-    is_request: bool = False
 
 
 class StopCause(enum.StrEnum):
@@ -56,6 +51,18 @@ class StopCause(enum.StrEnum):
     FAIL = "fail"
     SHUTDOWN = "shutdown"
     LEASE = "lease"  # it could not renew the lease in time
+
+
+def stop_rank(cause: StopCause) -> int:
+    """How strongly a cause decides a signalled job's outcome.
+
+    A person's request ranks by :data:`jobqueue.states.REQUEST_RANK` (a cancel
+    overrides a pause), above the worker's own reasons (shutdown, a lost lease):
+    a pause asked while the worker shuts down still pauses the job.
+    """
+    if cause is StopCause.SHUTDOWN or cause is StopCause.LEASE:
+        return -1
+    return REQUEST_RANK[RequestedAction(cause.value)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +100,7 @@ def backoff_seconds(failures: int, base: float) -> float:
 def _finish(reason: TerminationReason, **values: Any) -> dict[str, Any]:
     return {
         **_LEAVE_RUNNING,
-        "finished_at": now(),
+        "finished_at": NOW,
         "termination_reason": reason.value,
         "not_before": None,
         **values,
@@ -171,7 +178,7 @@ def after_exit(job: Job, exit: Exit, backoff_base: float) -> Transition:
     if exit.stopped_for is not None:
         request = RequestedAction(exit.stopped_for.value)
         pending = RequestedAction(job.requested_action) if job.requested_action else None
-        if pending is not None and _STRENGTH[pending] > _STRENGTH[request]:
+        if pending is not None and REQUEST_RANK[pending] > REQUEST_RANK[request]:
             # A cancel or mark-failed came after the worker signalled for a pause:
             # the person's latest request decides.
             request = pending
@@ -201,7 +208,7 @@ def after_exit(job: Job, exit: Exit, backoff_base: float) -> Transition:
             **_OFF_WORKER,
             **base,
             "attempt": job.attempt + 1,
-            "not_before": now() + timedelta(seconds=delay),
+            "not_before": NOW + delay,
             "error_message": message,
         }
         return Transition(
@@ -240,11 +247,11 @@ def for_action(
         return dataclasses.replace(transition, reason=reason or "lease had expired")
 
     if action is Action.RELEASE:
-        return Transition(S.QUEUED, {"queued_at": now()}, action.value, reason)
+        return Transition(S.QUEUED, {"queued_at": NOW}, action.value, reason)
     if action is Action.FORCE_START:
-        values: dict[str, Any] = {"forced_at": job.forced_at or now(), "not_before": None}
+        values: dict[str, Any] = {"forced_at": job.forced_at or NOW, "not_before": None}
         if status is S.PENDING:
-            values["queued_at"] = now()
+            values["queued_at"] = NOW
         return Transition(S.QUEUED, values, action.value, reason)
     if action is Action.PAUSE:
         return Transition(S.PAUSED, {}, action.value, reason)
@@ -258,7 +265,7 @@ def for_action(
     if action is Action.RETRY:
         values = {
             **_OFF_WORKER,
-            "queued_at": now(),
+            "queued_at": NOW,
             "forced_at": None,
             "not_before": None,
             "attempt": 1,
@@ -280,16 +287,13 @@ def for_action(
     raise AssertionError(f"unhandled action {action}")  # pragma: no cover
 
 
-_STRENGTH = {RequestedAction.PAUSE: 0, RequestedAction.CANCEL: 1, RequestedAction.FAIL: 1}
-
-
 def _request(
     job: Job, action: Action, *, actor: str, reason: str | None, force: bool
 ) -> Transition:
     """Record a request on a running job for its worker to carry out."""
     new = ACTION_REQUEST[action]
     current = RequestedAction(job.requested_action) if job.requested_action else None
-    if current is not None and current is not new and _STRENGTH[new] <= _STRENGTH[current]:
+    if current is not None and not request_accepted(new, current):
         raise InvalidTransition(
             job.id,
             job.status.value,
@@ -306,7 +310,7 @@ def _request(
     note = reason
     if kill and not job.request_kill:
         note = (reason + "; " if reason else "") + "kill now"
-    return Transition(S.RUNNING, values, action.value, note, is_request=True)
+    return Transition(S.RUNNING, values, action.value, note)
 
 
 def _refusal(action: Action, status: JobStatus) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,12 @@ from jobqueue.states import JobStatus
 from jobqueue.waiting import LiveWorker, QueueEntry, waiting_reason
 
 _WAITING = (JobStatus.PENDING, JobStatus.QUEUED)
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueStats:
+    jobs: dict[tuple[str, str], int]
+    oldest_queued_seconds: dict[str, float]
 
 
 class Reads:
@@ -64,10 +71,12 @@ class Reads:
         next_cursor = encode_cursor(page[-1]) if len(found) > limit else None
         return page, next_cursor
 
-    def events(self, job_id: UUID) -> list[Event]:
+    def events(self, job_id: UUID, *, after: int = 0) -> list[Event]:
+        """The job's events, oldest first; those with an ``id`` above ``after``."""
         with self._reading() as conn:
             self._require(conn, job_id)
-            return [Event(**r) for r in conn.execute(sql.EVENTS, {"id": job_id}).mappings()]
+            rows = conn.execute(sql.EVENTS, {"id": job_id, "after": after})
+            return [Event(**r) for r in rows.mappings()]
 
     def logs(self, job_id: UUID, *, after: int = 0, limit: int = 1000) -> tuple[list[LogLine], int]:
         """Lines numbered after ``after``; returns them and the number to ask after next."""
@@ -77,11 +86,31 @@ class Reads:
             lines = [LogLine(**r) for r in rows.mappings()]
         return lines, (lines[-1].n if lines else after)
 
-    def metrics(self, job_id: UUID, *, limit: int = 2000) -> list[MetricPoint]:
+    def metrics(
+        self, job_id: UUID, *, after: int | None = None, limit: int = 2000
+    ) -> list[MetricPoint]:
+        """Metric points oldest first: the newest ``limit``, or with ``after`` the first
+        ``limit`` numbered above it (what a chart that has point ``after`` lacks)."""
         with self._reading() as conn:
             self._require(conn, job_id)
-            rows = conn.execute(sql.METRIC_POINTS, {"id": job_id, "limit": limit})
+            if after is None:
+                rows = conn.execute(sql.METRIC_POINTS, {"id": job_id, "limit": limit})
+            else:
+                rows = conn.execute(
+                    sql.METRIC_POINTS_AFTER, {"id": job_id, "after": after, "limit": limit}
+                )
             return [MetricPoint(**r) for r in rows.mappings()]
+
+    def queue_stats(self) -> QueueStats:
+        """Jobs per (status, pool), and per pool the age of the oldest claimable queued job:
+        what the API's Prometheus gauges show."""
+        with self._reading() as conn:
+            counts = {
+                (r["status"], r["pool"]): r["count"]
+                for r in conn.execute(sql.JOB_COUNTS).mappings()
+            }
+            oldest = {r.pool: r.age_seconds for r in conn.execute(sql.OLDEST_QUEUED)}
+        return QueueStats(jobs=counts, oldest_queued_seconds=oldest)
 
     def workers(self) -> list[WorkerInfo]:
         with self._reading() as conn:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from jobqueue.states import JobStatus
+from jobqueue.states import JobStatus, allowed_actions
 
 #: Fields of the job object in SPEC §3, in the order the API shows them.
 PUBLIC_FIELDS = (
@@ -17,7 +17,7 @@ PUBLIC_FIELDS = (
     "interruptions", "max_interruptions", "progress", "checkpoint", "worker",
     "requested_action", "termination_reason", "exit_code", "signal", "error_message",
     "log_tail", "idempotency_key", "created_at", "queued_at", "started_at", "finished_at",
-    "updated_at",
+    "updated_at", "allowed_actions",
 )  # fmt: skip
 
 
@@ -56,6 +56,7 @@ class Job:
     error_message: str | None
     log_tail: list[str] | None
     log_count: int
+    metric_count: int
     idempotency_key: str | None
     request_fingerprint: str | None
     created_at: datetime
@@ -75,7 +76,7 @@ class Job:
     def from_json(cls, values: dict[str, Any]) -> Job:
         """A job from its row as PostgreSQL's ``to_jsonb`` gives it (``values`` is used up).
 
-        One JSON value costs far less to fetch and decode than 45 typed columns, which is
+        One JSON value costs far less to fetch and decode than a column for each field, which is
         what the GET of a job, polled by every open job page, reads. Only the times and
         ids need turning back into Python values.
         """
@@ -92,11 +93,16 @@ class Job:
     def forced(self) -> bool:
         return self.forced_at is not None
 
+    @property
+    def stopping(self) -> bool:
+        """Running with a request its worker has yet to carry out (the API answers 202)."""
+        return self.status is JobStatus.RUNNING and self.requested_action is not None
+
     def with_wait(self, position: int | None, reason: str | None) -> Job:
         """A copy with its queue position and waiting reason.
 
-        A plain copy of the fields: ``dataclasses.replace`` runs ``__init__`` over all 45
-        of them again, the largest single cost of building a list page in a profile.
+        A plain copy of the fields: ``dataclasses.replace`` runs ``__init__`` over every
+        field again, the largest single cost of building a list page in a profile.
         """
         clone = object.__new__(Job)
         clone.__dict__.update(self.__dict__, queue_position=position, waiting_reason=reason)
@@ -116,6 +122,8 @@ class Job:
                 )
             elif name == "status":
                 out[name] = self.status.value
+            elif name == "allowed_actions":
+                out[name] = [a.value for a in allowed_actions(self.status, self.requested_action)]
             else:
                 out[name] = getattr(self, name)
         return out
@@ -131,6 +139,8 @@ _JSON_UUIDS = [f.name for f in _ROW_FIELDS if f.type in ("UUID", "UUID | None")]
 
 @dataclasses.dataclass(frozen=True)
 class Event:
+    #: Increasing within a job (and across jobs): what ``events?after=`` takes.
+    id: int
     at: datetime
     from_status: str | None
     to_status: str
@@ -155,12 +165,19 @@ class LogLine:
 
 @dataclasses.dataclass(frozen=True)
 class MetricPoint:
+    #: The point's number within its job, from 1: what ``metrics?after=`` takes.
+    n: int
     step: int | None
     at: datetime
     metrics: dict[str, Any]
 
     def public(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_UNKNOWN_DEVICE: dict[str, Any] = dict.fromkeys(
+    ("id", "name", "utilization", "memory_used", "memory_total")
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,12 +198,14 @@ class WorkerInfo:
     running_jobs: list[UUID]
 
     def public(self) -> dict[str, Any]:
+        # A virtual GPU, or one whose stats could not be read, still has every field.
+        devices = [{**_UNKNOWN_DEVICE, **device} for device in self.devices]
         return {
             "name": self.name,
             "hostname": self.hostname,
             "pools": self.pools,
             "kinds": self.kinds,
-            "gpus": {"total": self.gpu_total, "free": self.gpu_free, "devices": self.devices},
+            "gpus": {"total": self.gpu_total, "free": self.gpu_free, "devices": devices},
             "last_heartbeat_at": self.last_heartbeat_at,
             "alive": self.alive,
             "running_jobs": self.running_jobs,

@@ -17,11 +17,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from jobqueue.errors import LeaseLost
-from jobqueue.leases import Renewal, WorkerIdentity, WorkerStore
 from jobqueue.listener import ACTIONS_CHANNEL, JOBS_CHANNEL, Listener
 from jobqueue.looper import Looper
 from jobqueue.outcomes import Exit
 from jobqueue.records import Claimed
+from jobqueue.worker_store import Renewal, WorkerIdentity, WorkerStore
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,6 @@ class SlotRunner:
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="slot")
         self._thread: threading.Thread | None = None
         self._renewer = Looper("lease-renewer", self.renew_leases, store.settings.heartbeat_seconds)
-        self.finished = 0
 
     def start(self) -> SlotRunner:
         if self._listener is not None:
@@ -184,8 +183,6 @@ class SlotRunner:
             self._record_end(job, exit)
         finally:
             self.gpus.give_back(job.gpu_ids)
-            with self._lock:
-                self.finished += 1
             self.wakeup.set()
 
     def _record_end(self, job: Claimed, exit: Exit) -> None:

@@ -92,6 +92,8 @@ jobs = Table(
     Column("log_tail", JSONB),
     # Number of the last log line written; lines are numbered from 1.
     Column("log_count", BigInteger, nullable=False, server_default=text("0")),
+    # Number of the last metric point written; points are numbered from 1.
+    Column("metric_count", BigInteger, nullable=False, server_default=text("0")),
     Column("idempotency_key", Text),
     # Hash of the submit body, so a repeated key with another body is refused.
     Column("request_fingerprint", Text),
@@ -196,11 +198,13 @@ job_metrics = Table(
     metadata,
     Column("id", BigInteger, Identity(always=True), primary_key=True),
     Column("job_id", UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    # The point's number within its job, from 1 (jobs.metric_count is the last).
+    Column("n", BigInteger, nullable=False),
     Column("step", BigInteger),
     _ts("at", nullable=False, server_default=text("now()")),
     Column("metrics", JSONB, nullable=False),
 )
-Index("ix_job_metrics_job", job_metrics.c.job_id, job_metrics.c.id)
+Index("ix_job_metrics_job_n", job_metrics.c.job_id, job_metrics.c.n, unique=True)
 
 workers = Table(
     "workers",

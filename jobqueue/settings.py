@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -9,9 +10,16 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Where root's state goes: a system folder, never root's home (the embedded
+#: PostgreSQL runs as its own user and needs read access on the parent folders).
+SYSTEM_STATE_DIR = Path("/var/lib/jobqueue")
+
 
 def default_state_dir() -> Path:
-    """Per-user folder for the worker's state and `jobqueue up`'s database."""
+    """The folder of the worker's state and checkpoints and ``jobqueue up``'s database:
+    per user, or :data:`SYSTEM_STATE_DIR` for root, so that all of them lie together."""
+    if os.geteuid() == 0:
+        return SYSTEM_STATE_DIR
     import platformdirs
 
     return Path(platformdirs.user_data_dir("jobqueue"))
@@ -32,8 +40,10 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(default=30, ge=0)
     checkpoint_root: Path | None = None
     state_dir: Path = Field(default_factory=default_state_dir)
-    #: Finished jobs older than this are pruned with their events, logs and metrics.
+    #: Finished jobs older than this (fractions allowed) are pruned with their events,
+    #: logs and metrics: by the API processes every ``prune_interval_seconds``, or by hand.
     prune_after_days: float = Field(default=30, gt=0)
+    prune_interval_seconds: float = Field(default=3600, gt=0)
     #: Log lines kept per job; older lines are dropped first.
     log_max_lines: int = Field(default=10_000, ge=20)
     #: Metric points kept per job; older points are dropped first.

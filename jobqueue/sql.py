@@ -12,8 +12,8 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
-    ClauseElement,
     DateTime,
+    Float,
     Integer,
     Select,
     Update,
@@ -26,8 +26,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.sql import functions
 
+from jobqueue.clock import DbTime
 from jobqueue.schema import job_logs, jobs
 from jobqueue.states import JobStatus
 
@@ -73,9 +73,9 @@ INSERT_EVENT = text("""
 
 # A job's events, oldest first.
 EVENTS = text("""
-    SELECT at, from_status::text AS from_status, to_status::text AS to_status, action, actor,
+    SELECT id, at, from_status::text AS from_status, to_status::text AS to_status, action, actor,
            reason
-    FROM job_events WHERE job_id = :id ORDER BY id
+    FROM job_events WHERE job_id = :id AND id > :after ORDER BY id
 """)
 
 # Claim candidates: claimable queued jobs of these pools and kinds, in claim order, locked.
@@ -122,27 +122,24 @@ RENEW_LEASES = text("""
     RETURNING j.id, j.requested_action, j.request_kill
 """)
 
-# Store a running job's progress (fenced by its lease token).
+# Store a running job's progress (fenced by its lease token); a report with metrics
+# takes the job's next metric point number, returned as metric_count.
 UPDATE_PROGRESS = text("""
     UPDATE jobs SET progress = CAST(:progress AS jsonb) || jsonb_build_object('updated_at', now()),
+                    metric_count = metric_count + CAST(:points AS bigint),
                     updated_at = now()
     WHERE id = :id AND lease_token = :token AND status = 'running'
-    RETURNING id
+    RETURNING metric_count
 """)
 
-# Add a metrics point to a job's chart.
+# Add metric point number :n to a job's chart.
 INSERT_METRICS = text("""
-    INSERT INTO job_metrics (job_id, step, metrics) VALUES (:id, :step, CAST(:metrics AS jsonb))
-    RETURNING id
+    INSERT INTO job_metrics (job_id, n, step, metrics)
+    VALUES (:id, :n, :step, CAST(:metrics AS jsonb))
 """)
 
-# Keep only the newest :keep metric points of a job (ids are shared by all jobs, so
-# count this job's own points rather than subtracting from the newest id).
-TRIM_METRICS = text("""
-    DELETE FROM job_metrics WHERE job_id = :id AND id <= (
-        SELECT id FROM job_metrics WHERE job_id = :id ORDER BY id DESC OFFSET :keep LIMIT 1
-    )
-""")
+# Keep only the newest :keep metric points of a job, the last being number :newest.
+TRIM_METRICS = text("DELETE FROM job_metrics WHERE job_id = :id AND n <= :newest - :keep")
 
 # Record a running job's latest checkpoint (fenced).
 UPDATE_CHECKPOINT = text("""
@@ -178,12 +175,18 @@ LOGS_AFTER = text("""
     WHERE job_id = :id AND n > :after ORDER BY n LIMIT :limit
 """)
 
+# A job's metric points numbered after :after, oldest first (the first :limit).
+METRIC_POINTS_AFTER = text("""
+    SELECT n, step, at, metrics FROM job_metrics WHERE job_id = :id AND n > :after
+    ORDER BY n LIMIT :limit
+""")
+
 # A job's metric points, oldest first (the newest :limit).
 METRIC_POINTS = text("""
-    SELECT step, at, metrics FROM (
-        SELECT id, step, at, metrics FROM job_metrics WHERE job_id = :id
-        ORDER BY id DESC LIMIT :limit
-    ) newest ORDER BY id
+    SELECT n, step, at, metrics FROM (
+        SELECT n, step, at, metrics FROM job_metrics WHERE job_id = :id
+        ORDER BY n DESC LIMIT :limit
+    ) newest ORDER BY n
 """)
 
 # Running jobs whose lease has expired, oldest first, locked for the sweep.
@@ -352,8 +355,9 @@ PRUNE_WORKERS = text("""
 
 
 #: How a transition sets one column in a statement built once per shape: from a parameter,
-#: or from the database clock (``func.now()``, what :func:`jobqueue.outcomes.now` returns).
-_PARAM, _CLOCK = "param", "clock"
+#: from the database clock, or from the clock plus a number of seconds (a parameter): the
+#: forms of :class:`jobqueue.clock.DbTime`.
+_PARAM, _CLOCK, _CLOCK_PLUS = "param", "clock", "clock_plus"
 
 
 def transition_update(
@@ -373,8 +377,7 @@ def transition_update(
 
     The statement is built once per shape of transition (statuses, columns set, which of them
     take the database clock) and reused: building and hashing a fresh UPDATE of every column
-    cost more than its execution. Values that are other SQL expressions (a back-off from
-    ``now()``) make a statement of their own each time.
+    cost more than its execution. A back-off is a parameter of its shape's statement.
     """
     shape: list[tuple[str, str]] = []
     params: dict[str, Any] = {"job_id": job_id}
@@ -382,11 +385,11 @@ def transition_update(
     if fenced:
         params["fence_token"] = lease_token
     for key, value in values.items():
-        if isinstance(value, functions.now):
+        if isinstance(value, DbTime) and not value.plus_seconds:
             shape.append((key, _CLOCK))
-        elif isinstance(value, ClauseElement):
-            statement = _transition_update(from_status, to_status, values, capture_log_tail, fenced)
-            return statement, params
+        elif isinstance(value, DbTime):
+            shape.append((key, _CLOCK_PLUS))
+            params[f"set_{key}"] = value.plus_seconds
         else:
             shape.append((key, _PARAM))
             params[f"set_{key}"] = value
@@ -404,11 +407,17 @@ def _shaped_transition_update(
     capture_log_tail: bool,
     fenced: bool,
 ) -> Update:
-    values = {
-        key: func.now() if how == _CLOCK else bindparam(f"set_{key}", type_=jobs.c[key].type)
-        for key, how in shape
-    }
+    values = {key: _column_value(key, how) for key, how in shape}
     return _transition_update(from_status, to_status, values, capture_log_tail, fenced)
+
+
+def _column_value(key: str, how: str) -> Any:
+    if how == _CLOCK:
+        return func.now()
+    if how == _CLOCK_PLUS:
+        seconds = bindparam(f"set_{key}", type_=Float)
+        return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+    return bindparam(f"set_{key}", type_=jobs.c[key].type)
 
 
 def _transition_update(

@@ -1,8 +1,11 @@
 """The job state machine, written down once.
 
-The SQL guards in :mod:`jobqueue.sql` and the API's 409 answers both read
-:data:`ALLOWED_FROM`, and the database mirrors :class:`JobStatus` as an enum
-type, so a state cannot exist in one place and not another.
+:data:`ALLOWED_FROM` decides which actions a job accepts: the rules in
+:mod:`jobqueue.outcomes` refuse the rest (the API answers 409), each job's JSON
+lists what it accepts now (``allowed_actions``, which the web monitor shows), and
+the database mirrors :class:`JobStatus` as an enum type, so a state cannot exist
+in one place and not another. :data:`REQUEST_RANK` decides which request on a
+running job replaces which, for the API and the worker alike.
 """
 
 from __future__ import annotations
@@ -92,6 +95,21 @@ ACTION_REQUEST: dict[Action, RequestedAction] = {
 }
 
 
+#: How strong each request is: a request replaces a weaker one (a cancel or a
+#: mark-failed replaces a pause), never an equal or stronger one.
+REQUEST_RANK: dict[RequestedAction, int] = {
+    RequestedAction.PAUSE: 0,
+    RequestedAction.CANCEL: 1,
+    RequestedAction.FAIL: 1,
+}
+
+
+def request_accepted(new: RequestedAction, current: RequestedAction | None) -> bool:
+    """Whether ``new`` may be recorded on a running job that carries ``current``: the
+    same request again (a second cancel kills at once), or a stronger one."""
+    return current is None or new is current or REQUEST_RANK[new] > REQUEST_RANK[current]
+
+
 class TerminationReason(enum.StrEnum):
     """What ended a finished job's last attempt."""
 
@@ -127,3 +145,23 @@ class Cause(enum.StrEnum):
 
 def allowed(action: Action, status: JobStatus) -> bool:
     return status in ALLOWED_FROM[action]
+
+
+def allowed_actions(status: JobStatus, requested_action: str | None = None) -> list[Action]:
+    """The actions a job accepts now, in :class:`Action` order: those its status allows,
+    less, on a running job, a request that the one it carries outranks.
+
+    (A running job whose lease has expired accepts every action of its status; the
+    sweep re-queues it within seconds, so the list leaves that case out.)
+    """
+    current = RequestedAction(requested_action) if requested_action else None
+    return [
+        action
+        for action in Action
+        if status in ALLOWED_FROM[action]
+        and not (
+            status is S.RUNNING
+            and action in ACTION_REQUEST
+            and not request_accepted(ACTION_REQUEST[action], current)
+        )
+    ]

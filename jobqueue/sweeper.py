@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 
 from jobqueue import sql
 from jobqueue.outcomes import after_lease_expired
-from jobqueue.queue import apply_transition
 from jobqueue.records import Job
+from jobqueue.transitions import apply_transition
 
 SYSTEM_ACTOR = "system"
 

@@ -3,14 +3,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from flask import Flask
 from sqlalchemy import Engine, text
 
+from api import create_app
 from jobqueue.db import make_engine
-from jobqueue.leases import WorkerIdentity, WorkerStore
 from jobqueue.queue import JobQueue
 from jobqueue.settings import Settings
-from jobqueue.specs import JobSpec
-from tests.pg import DatabaseFactory, postgres_server
+from jobqueue.testing import DatabaseFactory, postgres_server
+from jobqueue.worker_store import WorkerIdentity, WorkerStore
+from tests.helpers import Api, make_settings
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +102,34 @@ def worker(store: WorkerStore) -> WorkerIdentity:
     return identity
 
 
-def spec(**overrides) -> JobSpec:
-    body = {"name": "resnet", "kind": "train", "config": {"lr": 0.1}}
-    body.update(overrides)
-    return JobSpec.model_validate(body)
+# -- the API over a test's database --------------------------------------------------------
+
+
+@pytest.fixture
+def api_settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+def app(api_settings: Settings, engine: Engine) -> Flask:
+    """The API over this test's own fresh database."""
+    return create_app(api_settings, engine=engine, background=False)
+
+
+@pytest.fixture
+def api(app: Flask) -> Api:
+    return Api(app.test_client())
+
+
+@pytest.fixture(scope="module")
+def shared_api(databases: DatabaseFactory) -> Iterator[Api]:
+    """One API over one database for a whole module: for checks that leave nothing behind
+    (refused input, auth, unknown ids), where a fresh database per test costs more than
+    the test."""
+    url = databases.create()
+    engine = make_engine(url, pool_size=2)
+    try:
+        yield Api(create_app(make_settings(url), engine=engine, background=False).test_client())
+    finally:
+        engine.dispose()
+        databases.drop(url)

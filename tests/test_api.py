@@ -20,23 +20,19 @@ from sqlalchemy import text
 from api import create_app, schemas
 from jobqueue.db import make_engine
 from jobqueue.errors import SchemaNotAtHead
-from jobqueue.leases import Progress
 from jobqueue.outcomes import Exit
 from jobqueue.records import PUBLIC_FIELDS
-from tests.apiclient import (  # noqa: F401  (the *_fixture names are fixtures)
+from jobqueue.worker_store import Progress
+from tests.helpers import (
     ADMIN,
     OPERATOR,
     VIEWER,
     Api,
-    api_fixture,
-    api_settings_fixture,
-    app_fixture,
     bearer,
     error_of,
     job_of,
     make_settings,
     run_job,
-    shared_api_fixture,
 )
 
 MISSING_ID = "00000000-0000-4000-8000-000000000000"
@@ -493,7 +489,8 @@ def test_force_start_of_a_queued_job_moves_it_ahead_of_every_non_forced_job(api)
     assert api.job(first["id"])["queue_position"] == 2
     assert api.job(second["id"])["queue_position"] == 3
     events = api.get(f"/api/training/{last['id']}/events").get_json()["items"]
-    assert events[-1] | {"at": None} == {
+    assert events[-1] | {"at": None, "id": None} == {
+        "id": None,
         "at": None,
         "from_status": "queued",
         "to_status": "queued",
@@ -880,6 +877,20 @@ def test_queue_lists_claimable_jobs_per_pool_in_claim_order(api, store, worker):
     assert running["id"] not in json.dumps(body)
 
 
+def test_devices_without_stats_still_have_every_field_as_null(api, store, worker):
+    # What a worker with virtual GPUs (or unreadable stats) reports.
+    store.heartbeat_worker(
+        worker, free_gpus=4, devices=[{"id": 0, "name": "virtual GPU 0"}, {"id": 1}]
+    )
+    body = api.get("/api/workers").get_json()
+    schemas.WorkerList.model_validate(body)
+    first, second = body["items"][0]["gpus"]["devices"]
+    assert first == {"id": 0, "name": "virtual GPU 0", "utilization": None,
+                     "memory_used": None, "memory_total": None}  # fmt: skip
+    assert second == {"id": 1, "name": None, "utilization": None,
+                      "memory_used": None, "memory_total": None}  # fmt: skip
+
+
 def test_workers_show_gpus_liveness_and_running_jobs(api, store, worker):
     assert api.get("/api/workers").get_json()["items"][0]["running_jobs"] == []
     job, _ = run_job(api, store, worker, gpus=2)
@@ -1000,6 +1011,14 @@ def test_latency_of_an_invented_method_is_counted_as_other(api):
     assert not methods & {"BREW", "PROPFIND"}
     other = (("endpoint", "unmatched"), ("method", "other"), ("status", "405"))
     assert found[("jobqueue_request_seconds_count", other)] == 3
+
+
+def test_static_files_have_one_url_rule_and_are_served(app):
+    rules = [r for r in app.url_map.iter_rules() if r.rule.startswith("/static")]
+    assert [r.rule for r in rules] == ["/static/<path:filename>"]
+    with app.test_client().get("/static/monitor.js") as response:
+        assert response.status_code == 200
+        assert "javascript" in response.headers["Content-Type"]
 
 
 def test_openapi_document_lists_every_endpoint(shared_api):

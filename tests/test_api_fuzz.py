@@ -27,11 +27,11 @@ from schemathesis.checks import (
 from api import create_app, schemas
 from api.openapi import document
 from jobqueue.db import make_engine
-from jobqueue.leases import WorkerIdentity, WorkerStore
 from jobqueue.outcomes import Exit
 from jobqueue.queue import JobQueue
 from jobqueue.specs import JobSpec
-from tests.apiclient import ADMIN, OPERATOR, VIEWER, bearer, make_settings
+from jobqueue.worker_store import WorkerIdentity, WorkerStore
+from tests.helpers import ADMIN, OPERATOR, VIEWER, bearer, make_settings
 
 schema = schemathesis.openapi.from_dict(document())
 # The API ignores query arguments it does not know (a client may add a cache buster), and the

@@ -25,7 +25,9 @@ import pytest
 
 from api import schemas
 from jobqueue.specs import JobSpec
-from tests.apiclient import OPERATOR, TOKENS, VIEWER
+from tests.helpers import OPERATOR, TOKENS, VIEWER
+
+pytestmark = pytest.mark.system
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0

@@ -14,9 +14,10 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -32,16 +33,16 @@ from werkzeug.serving import make_server  # noqa: E402
 
 from api.app import create_app  # noqa: E402
 from jobqueue.db import make_engine  # noqa: E402
+from jobqueue.examples import KINDS_FILE  # noqa: E402
 from jobqueue.queue import JobQueue  # noqa: E402
 from jobqueue.settings import Settings  # noqa: E402
 from jobqueue.specs import JobSpec  # noqa: E402
-from jobqueue.states import JobStatus  # noqa: E402
+from jobqueue.states import JobStatus, allowed_actions  # noqa: E402
 from worker.daemon import WorkerConfig, WorkerDaemon  # noqa: E402
 from worker.gpus import discover  # noqa: E402
 from worker.kinds import load_kinds  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-KINDS = REPO / "examples" / "kinds.toml"
+KINDS = KINDS_FILE
 SCREENSHOT_COPY = Path("/tmp/jobqueue-job-page.png")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM_ARGS = [
@@ -54,10 +55,11 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 WAIT_MS = 30_000  # the longest any single wait on the page may take
+POLL_MS = 2_000  # the monitor's REFRESH_MS
 BADGE = "[data-testid=job-status]"
 TOKEN = "s3cret-browser-token"
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.system, pytest.mark.browser, pytest.mark.timeout(120)]
 
 
 # -- the system under test ------------------------------------------------------------
@@ -216,6 +218,59 @@ def fact(page, name: str) -> str:
 
 def sgd(steps: int, step_seconds: float, every: int = 20) -> dict[str, Any]:
     return {"steps": steps, "step_seconds": step_seconds, "checkpoint_every": every}
+
+
+def shown_actions(page) -> list[str]:
+    return page.eval_on_selector_all("[data-action]", "els => els.map(e => e.dataset.action)")
+
+
+def as_buttons(actions: list[str]) -> list[str]:
+    """The buttons for a job's ``allowed_actions``: all but ``patch``, which is no button."""
+    return [a for a in actions if a != "patch"]
+
+
+def until(page, condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Let the page run until ``condition()`` holds (checked every 50 ms), at most ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        page.wait_for_timeout(50)
+
+
+class Polls:
+    """The answers the page got to its reads of one job, in the order it asked."""
+
+    KINDS = ("events", "metrics", "logs")
+
+    def __init__(self, page, job_id):
+        self.base = f"/api/training/{job_id}"
+        self.answers: dict[str, list[tuple[dict[str, list[str]], Any]]] = {
+            kind: [] for kind in self.KINDS
+        }
+        self.requested: list[str] = []  # every GET of the job's paths, as it started
+        page.on("request", self._request)
+        page.on("response", self._response)
+
+    def _kind(self, url: str) -> str | None:
+        path = urlsplit(url).path
+        if path == self.base:
+            return "job"
+        rest = path.removeprefix(self.base + "/")
+        return rest if rest in self.KINDS and path.startswith(self.base + "/") else None
+
+    def _request(self, request) -> None:
+        if request.method == "GET" and self._kind(request.url):
+            self.requested.append(request.url)
+
+    def _response(self, response) -> None:
+        kind = self._kind(response.url)
+        if kind in self.KINDS and response.request.method == "GET" and response.ok:
+            self.answers[kind].append((parse_qs(urlsplit(response.url).query), response.json()))
+
+    def count(self) -> int:
+        """How many polls have been answered in full (events, metrics and logs)."""
+        return min(len(answers) for answers in self.answers.values())
 
 
 # -- the tests ------------------------------------------------------------------------
@@ -460,15 +515,15 @@ def test_token_login_when_auth_is_on(page, database_url, tmp_path):
         assert served.queue.events(job.id)[-1].actor == "ops"
 
 
-def test_log_lines_show_once_when_an_action_refresh_overtakes_the_timer(page, system):
+def test_an_action_during_a_slow_poll_waits_for_it_and_log_lines_show_once(page, system):
     job = system.submit(name="log-once", config=sgd(4_000, 0.02, every=50))
     system.wait_step(job.id, 50)
     open_job(page, system, job.id)
     badge_is(page, "running")
     page.wait_for_selector("[data-testid=logs]:has-text('step 50 loss')")
 
-    # Hold back the log request of the page's next timed refresh, act meanwhile (the
-    # action's own refresh reads the same lines), then let the held one through.
+    # Hold back the log request of the page's next poll and act meanwhile: the page
+    # must not start a second poll (it would read the same lines) until the first ends.
     held: list[Any] = []
 
     def hold_first(route) -> None:
@@ -477,18 +532,23 @@ def test_log_lines_show_once_when_an_action_refresh_overtakes_the_timer(page, sy
         else:
             route.continue_()
 
+    polls = Polls(page, job.id)
     page.route("**/logs?after=*", hold_first)
-    deadline = time.monotonic() + 10
-    while not held and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    assert held, "the page did not refresh its log"
-    # The action's refresh runs while the held one waits, and new lines have come.
+    until(page, lambda: bool(held), "the page to poll its log", timeout=10)
+    started = len(polls.requested)  # the held poll's reads
     system.wait_step(job.id, (system.job(job.id).progress or {}).get("step", 0) + 30)
-    page.click("[data-action=pause]")
+    with page.expect_response(lambda r: r.url.endswith(f"/api/training/{job.id}/pause")):
+        page.click("[data-action=pause]")
+    system.wait_status(job.id, JobStatus.PAUSED)
+    page.wait_for_timeout(300)  # time enough for a poll the action started to show
+    assert polls.requested[started:] == [], "a poll started while another was in flight"
+
+    held[0].continue_()
+    # The held poll lands, the one the action asked for follows at once.
     badge_is(page, "paused")
     page.wait_for_selector("[data-testid=logs]:has-text('stopping at step')")
-    held[0].continue_()
-    page.wait_for_timeout(3_000)  # the held refresh lands, and one more after it
+    landed = polls.count()
+    until(page, lambda: polls.count() > landed, "one more poll")
 
     shown = page.text_content("[data-testid=logs]").splitlines()
     steps = [line for line in shown if re.fullmatch(r"step \d+ loss \S+", line)]
@@ -497,3 +557,152 @@ def test_log_lines_show_once_when_an_action_refresh_overtakes_the_timer(page, sy
     assert not duplicated, f"log lines shown twice: {duplicated[:5]}"
     lines, _ = system.queue.logs(job.id, after=0, limit=10_000)
     assert shown == [line.text for line in lines]
+
+
+def test_the_buttons_are_the_jobs_allowed_actions(page, system):
+    # Pool "elsewhere" has no worker: its jobs wait, and keep their status for the test.
+    held = system.submit(name="held", hold=True, pool="elsewhere")
+    queued = system.submit(name="queued", pool="elsewhere")
+    paused = system.submit(name="paused", pool="elsewhere")
+    system.queue.pause(paused.id, actor="test")
+    failed = system.submit(name="failed", pool="elsewhere")
+    system.queue.mark_failed(failed.id, actor="test", reason="broken")
+    cancelled = system.submit(name="cancelled", pool="elsewhere")
+    system.queue.cancel(cancelled.id, actor="test")
+    expected = {
+        "pending": ["release", "force-start", "pause", "cancel", "mark-failed"],
+        "queued": ["force-start", "pause", "cancel", "mark-failed"],
+        "paused": ["resume", "cancel", "mark-failed"],
+        "failed": ["retry"],
+        "cancelled": ["retry"],
+    }
+    for job in (held, queued, paused, failed, cancelled):
+        served = requests.get(f"{system.base_url}/api/training/{job.id}", timeout=10).json()
+        status = served["status"]
+        open_job(page, system, job.id)
+        badge_is(page, status)
+        assert shown_actions(page) == as_buttons(served["allowed_actions"]), status
+        assert shown_actions(page) == expected[status], status
+
+    # The page keeps no state table of its own: it shows what the server says. A running
+    # job that is being cancelled accepts only a second cancel, which kills it at once.
+    running = system.submit(name="being-cancelled", config=sgd(4_000, 0.05))
+    system.wait_status(running.id, JobStatus.RUNNING)
+
+    def requested(action: str) -> dict[str, Any]:
+        accepted = [a.value for a in allowed_actions(JobStatus.RUNNING, action)]
+        return {"requested_action": action, "allowed_actions": accepted}
+
+    said = requested("cancel")
+    assert said["allowed_actions"] == ["cancel"]
+
+    def as_if_requested(route) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), **said})
+
+    page.route(f"**/api/training/{running.id}", as_if_requested)
+    open_job(page, system, running.id)
+    page.wait_for_selector(f"{BADGE}:has-text('cancelling')")
+    assert shown_actions(page) == ["cancel"]
+    assert page.text_content("[data-action=cancel]") == "Kill now"
+    # A job being paused accepts a cancel or a mark-failed over it, and a second pause.
+    said = requested("pause")
+    page.wait_for_selector(f"{BADGE}:has-text('pausing')", timeout=POLL_MS * 3)
+    assert shown_actions(page) == ["pause", "cancel", "mark-failed"]
+    assert system.job(running.id).requested_action is None  # none of it was real
+
+
+def test_the_job_page_asks_only_for_what_follows_what_it_holds(page, system):
+    job = system.submit(name="incremental", hold=True, config=sgd(300, 0.02, every=50))
+    polls = Polls(page, job.id)
+    open_job(page, system, job.id)
+    page.wait_for_selector("[data-testid=events] li:has-text('submit')")
+    until(page, lambda: polls.count() >= 2, "two polls")
+    # Events and log lines come after what it holds; holding no point, it asks for the
+    # newest metrics.
+    submit_id = system.queue.events(job.id)[0].id
+    assert polls.answers["events"][1][0]["after"] == [str(submit_id)]
+    assert "after" not in polls.answers["metrics"][1][0]
+    assert polls.answers["logs"][1][0]["after"] == ["0"]
+
+    # New rows come server-side: the page shows them.
+    system.queue.release(job.id, actor="test")
+    badge_is(page, "completed")
+    page.wait_for_selector("[data-testid=events] li:has-text('exit')")
+    page.wait_for_selector("[data-testid=logs]:has-text('done')")
+    page.wait_for_selector("[data-testid=metrics-chart]")
+    settled = polls.count()
+    until(page, lambda: polls.count() > settled, "a poll after the job completed")
+
+    # Each read asked for what follows the last item the page held from earlier answers.
+    last = 0
+    for query, body in polls.answers["events"]:
+        assert query["after"] == [str(last)], (query, last)
+        if body["items"]:
+            last = body["items"][-1]["id"]  # oldest first
+    newest: int | None = None
+    for query, body in polls.answers["metrics"]:
+        if newest is None:
+            assert "after" not in query and query["limit"] == ["5000"], query
+        else:
+            assert query["after"] == [str(newest)], (query, newest)
+        if body["points"]:
+            newest = body["points"][-1]["n"]  # oldest first
+    following = "0"
+    for query, body in polls.answers["logs"]:
+        assert query["after"] == [following], (query, following)
+        following = str(body["next"])
+    # Some reads after the first brought new rows, and the page shows each row once.
+    assert any(body["items"] for _, body in polls.answers["events"][1:])
+    assert any(body["points"] for _, body in polls.answers["metrics"][1:])
+    shown_events = page.eval_on_selector_all(
+        "[data-testid=events] li", "els => els.map(e => Number(e.dataset.event))"
+    )
+    assert shown_events == [e.id for e in system.queue.events(job.id)]
+    points = system.queue.metrics(job.id, limit=10_000)
+    assert len(points) >= 10
+    assert page.get_attribute("[data-testid=metrics-chart]", "data-points") == str(len(points))
+    lines, _ = system.queue.logs(job.id, after=0, limit=10_000)
+    assert page.text_content("[data-testid=logs]").splitlines() == [x.text for x in lines]
+
+    # Another job's page starts from nothing, and this job's polling stops.
+    other = system.submit(name="other", hold=True)
+    others = Polls(page, other.id)
+    page.click("a:has-text('all jobs')")
+    page.click("a:has-text('other')")
+    page.wait_for_selector("h1:has-text('other')")
+    until(page, lambda: others.count() >= 1, "the other job's first poll")
+    assert others.answers["events"][0][0]["after"] == ["0"]
+    assert "after" not in others.answers["metrics"][0][0]
+    assert others.answers["logs"][0][0]["after"] == ["0"]
+    assert page.eval_on_selector_all("[data-testid=events] li", "els => els.length") == 1
+    before = len(polls.requested)
+    page.wait_for_timeout(POLL_MS + 500)
+    assert polls.requested[before:] == []
+
+
+def test_a_failing_poll_shows_the_error_backs_off_and_recovers(page, system):
+    asked: list[float] = []
+
+    def fail_first(route) -> None:
+        asked.append(time.monotonic())
+        if len(asked) == 1:
+            route.fulfill(status=503, json={"error": {"message": "database is down"}})
+        else:
+            route.continue_()
+
+    system.submit(name="waiting", pool="elsewhere")
+    page.route("**/api/queue", fail_first)
+    page.goto(f"{system.base_url}/#/queue")
+    page.wait_for_selector("[data-testid=error]:has-text('database is down')")
+    page.wait_for_selector("h2:has-text('Pool elsewhere')", timeout=POLL_MS * 4)
+    assert page.query_selector("[data-testid=error]") is None
+    # After a failure the next try waits twice as long as a poll.
+    assert asked[1] - asked[0] >= 2 * POLL_MS / 1000 - 0.2, asked
+
+    # Leaving the view stops its polling.
+    page.click("[data-nav=submit]")
+    page.wait_for_selector("form.submit")
+    before = len(asked)
+    page.wait_for_timeout(POLL_MS + 500)
+    assert len(asked) == before

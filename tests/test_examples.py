@@ -10,28 +10,30 @@ from pathlib import Path
 
 import pytest
 
+from jobqueue.examples import KINDS_FILE
 from jobqueue.queue import JobQueue
 from jobqueue.states import JobStatus
-from tests.test_worker import (
+from tests.helpers import (
     describe,
     log_texts,
-    make_settings,
     running_worker,
     submit,
     wait_status,
     wait_step,
+    worker_settings,
 )
 from worker.kinds import load_kinds
 
+pytestmark = pytest.mark.system
+
 pytest.importorskip("torch")
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_torch_example_pauses_and_resumes_from_its_checkpoint(database_url, engine, tmp_path):
-    settings = make_settings(database_url, tmp_path)
+    settings = worker_settings(database_url, tmp_path)
     queue = JobQueue(engine, settings)
-    kinds = load_kinds(EXAMPLES / "kinds.toml")
+    kinds = load_kinds(KINDS_FILE)
     config = {"steps": 300, "checkpoint_every": 1000, "hidden": 32, "step_seconds": 0.01}
     with running_worker(settings, kinds, virtual_gpus=1):
         job = submit(queue, "train-torch", config, gpus=1)

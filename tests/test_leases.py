@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import Engine, text
 
 from jobqueue.errors import LeaseLost
-from jobqueue.leases import Progress, WorkerIdentity, WorkerStore
 from jobqueue.outcomes import Exit
 from jobqueue.queue import JobQueue
 from jobqueue.records import Claimed
 from jobqueue.runner import SlotRunner
 from jobqueue.states import JobStatus
 from jobqueue.sweeper import SYSTEM_ACTOR, sweep_expired_leases
-from tests.conftest import spec
+from jobqueue.worker_store import Progress, WorkerIdentity, WorkerStore
+from tests.helpers import spec
 
 ALL_GPUS = [0, 1, 2, 3]
 
@@ -195,8 +195,8 @@ def test_renew_reports_requests_and_kill_flags(queue, store, worker):
 
     assert store.renew(leases).held == dict.fromkeys(leases)
 
-    assert queue.pause(a.id, actor="op")[1] is True
-    assert queue.cancel(b.id, actor="op")[1] is True
+    assert queue.pause(a.id, actor="op").stopping is True
+    assert queue.cancel(b.id, actor="op").stopping is True
     renewal = store.renew(leases)
     assert renewal.held == {a.id: "pause", b.id: "cancel", c.id: None}
     assert renewal.kill_now == frozenset()
@@ -337,7 +337,8 @@ def test_sweep_carries_out_a_pending_request(
     job, _ = queue.submit(spec(), actor="op")
     claimed = claim_one(store, worker, job.id)
     store.report_checkpoint(job.id, claimed.lease_token, "/ckpt/r/step-3", 3)
-    _, is_request = act(queue, job.id)
+    acted = act(queue, job.id)
+    is_request = acted.stopping
     assert is_request  # lease valid: the worker was asked
     expire(engine, job.id)
 
@@ -362,7 +363,8 @@ def test_action_on_a_running_job_with_expired_lease_is_immediate(queue, store, w
     job, _ = queue.submit(spec(), actor="op")
     claimed = claim_one(store, worker, job.id)
     expire(engine, job.id)
-    cancelled, is_request = queue.cancel(job.id, actor="op")
+    cancelled = queue.cancel(job.id, actor="op")
+    is_request = cancelled.stopping
     assert not is_request
     assert cancelled.status is JobStatus.CANCELLED
     with pytest.raises(LeaseLost):

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import psycopg
 import pytest
@@ -22,14 +23,14 @@ from sqlalchemy import Engine, text
 from jobqueue import migrate
 from jobqueue.db import connect_raw, libpq_conninfo, make_engine
 from jobqueue.errors import SchemaNotAtHead
-from jobqueue.leases import WorkerIdentity, WorkerStore
 from jobqueue.listener import ACTIONS_CHANNEL, JOBS_CHANNEL
 from jobqueue.queue import JobQueue
 from jobqueue.schema import metadata
 from jobqueue.settings import Settings
 from jobqueue.states import JobStatus
-from tests.conftest import spec
-from tests.pg import DatabaseFactory
+from jobqueue.testing import DatabaseFactory
+from jobqueue.worker_store import WorkerIdentity, WorkerStore
+from tests.helpers import spec
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = {"jobs", "job_events", "job_logs", "job_metrics", "workers"}
@@ -191,6 +192,36 @@ def test_migrate_accepts_plain_postgresql_url(empty_url, empty_engine):
     assert_at_head(empty_engine)
 
 
+def test_upgrade_to_0003_numbers_existing_metric_points_per_job(empty_url, empty_engine):
+    migrate.upgrade(empty_url, "0002")
+    first, second = uuid4(), uuid4()
+    with empty_engine.begin() as conn:
+        for job_id in (first, second):
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, name, kind, config, status, pool, gpus, priority,"
+                    " queued_at, max_attempts, max_interruptions)"
+                    " VALUES (:id, 'j', 'train', '{}', 'queued', 'default', 1, 50, now(), 3, 10)"
+                ),
+                {"id": job_id},
+            )
+        for job_id, step in [(first, 1), (second, 1), (first, 2), (first, 3), (second, 2)]:
+            conn.execute(
+                text("INSERT INTO job_metrics (job_id, step, metrics) VALUES (:id, :s, '{}')"),
+                {"id": job_id, "s": step},
+            )
+    migrate.upgrade(empty_url)
+    with empty_engine.connect() as conn:
+        numbered = conn.execute(
+            text("SELECT job_id, n, step FROM job_metrics ORDER BY job_id, n")
+        ).all()
+        counts = dict(conn.execute(text("SELECT id, metric_count FROM jobs")).all())
+    assert sorted((j, n, s) for j, n, s in numbered) == sorted(
+        [(first, 1, 1), (first, 2, 2), (first, 3, 3), (second, 1, 1), (second, 2, 2)]
+    )
+    assert counts == {first: 3, second: 2}
+
+
 # -- offline SQL ----------------------------------------------------------------------------------
 
 
@@ -337,6 +368,7 @@ def test_request_on_running_job_notifies_its_worker(queue, store, worker, databa
     (claimed,) = store.claim(worker, free_gpu_ids=[0, 1, 2, 3], slots=1)
     with connect_raw(database_url) as listener:
         listener.execute(f"LISTEN {ACTIONS_CHANNEL}")
-        _, is_request = queue.cancel(job.id, actor="op")
+        acted = queue.cancel(job.id, actor="op")
+        is_request = acted.stopping
         assert is_request
         assert wait_for(listener, 5.0) == [(ACTIONS_CHANNEL, f"{worker.name} {claimed.id}")]

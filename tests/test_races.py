@@ -18,12 +18,12 @@ from sqlalchemy import Engine, text
 
 from jobqueue.db import make_engine
 from jobqueue.errors import InvalidTransition, LeaseLost
-from jobqueue.leases import WorkerIdentity, WorkerStore
 from jobqueue.outcomes import Exit
 from jobqueue.queue import JobQueue
 from jobqueue.states import JobStatus
 from jobqueue.sweeper import sweep_expired_leases
-from tests.conftest import spec
+from jobqueue.worker_store import WorkerIdentity, WorkerStore
+from tests.helpers import spec
 
 JOIN_SECONDS = 30.0
 FINISHED = ("completed", "failed", "cancelled")
@@ -263,7 +263,8 @@ def test_request_racing_finish_ends_consistently(
         # The worker held the lease throughout: its finish is never refused.
         assert f_kind == "ok", repr(f_result)
         if r_kind == "ok":
-            requested, is_request = r_result
+            requested = r_result
+            is_request = requested.stopping
             if is_request:
                 seen["request first"] += 1
                 assert requested.status is JobStatus.RUNNING

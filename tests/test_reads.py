@@ -9,16 +9,16 @@ import json
 from uuid import UUID, uuid4
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from jobqueue.errors import InvalidCursor, JobNotFound
-from jobqueue.leases import Progress, WorkerIdentity, WorkerStore
 from jobqueue.outcomes import Exit, StopCause
 from jobqueue.pruner import prune_finished
 from jobqueue.records import Job
 from jobqueue.settings import Settings
 from jobqueue.states import JobStatus
-from tests.conftest import spec
+from jobqueue.worker_store import Progress, WorkerIdentity, WorkerStore
+from tests.helpers import spec
 
 S = JobStatus
 OP = "alice"
@@ -425,6 +425,7 @@ def test_events_are_oldest_first_starting_with_submit(queue, store, worker):
     assert events[2].reason == "maintenance"
     assert [e.at for e in events] == sorted(e.at for e in events)
     assert set(events[0].public()) == {
+        "id",
         "at",
         "from_status",
         "to_status",
@@ -535,7 +536,23 @@ def test_metrics_points_come_from_reports_with_metrics(queue, store, worker):
         (1, {"loss": 3}),
         (3, {"loss": 2, "acc": 0.5}),
     ]
-    assert set(points[0].public()) == {"step", "at", "metrics"}
+    assert set(points[0].public()) == {"n", "step", "at", "metrics"}
+    assert [p.n for p in points] == [1, 2]
+    # A chart that has point 1 asks for what came after it.
+    assert [p.step for p in queue.metrics(claimed.id, after=1)] == [3]
+    assert queue.metrics(claimed.id, after=2) == []
+
+
+def test_events_after_an_id_are_the_later_ones(queue):
+    job = submit(queue, "evented", hold=True)
+    queue.release(job.id, actor=OP)
+    queue.pause(job.id, actor=OP)
+    events = queue.events(job.id)
+    assert [e.action for e in events] == ["submit", "release", "pause"]
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    later = queue.events(job.id, after=events[0].id)
+    assert [e.action for e in later] == ["release", "pause"]
+    assert queue.events(job.id, after=events[-1].id) == []
 
 
 def test_metrics_are_bounded_oldest_dropped_first(queue, settings, engine, worker):
@@ -547,6 +564,40 @@ def test_metrics_are_bounded_oldest_dropped_first(queue, settings, engine, worke
         )
     assert [p.step for p in queue.metrics(claimed.id)] == list(range(6, 16))
     assert [p.step for p in queue.metrics(claimed.id, limit=3)] == [13, 14, 15]
+    assert count_rows(engine, "job_metrics", claimed.id) == 10
+
+
+def test_metrics_are_trimmed_only_once_the_jobs_own_chart_is_full(
+    queue, settings, engine, worker
+):
+    # Points of other jobs must not count: many of them exist before this job reports.
+    other_store = store_with(settings, engine, metrics_max_points=10)
+    other = start(queue, other_store, worker, "busy")
+    for step in range(1, 31):
+        other_store.report_progress(
+            other.id, other.lease_token, Progress(step=step, metrics={"s": step})
+        )
+    small = store_with(settings, engine, metrics_max_points=10)
+    claimed = start(queue, small, worker, "watched")
+    deletes: list[str] = []
+
+    def seen(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("DELETE FROM JOB_METRICS"):
+            deletes.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for step in range(1, 11):
+            small.report_progress(
+                claimed.id, claimed.lease_token, Progress(step=step, metrics={"s": step})
+            )
+        assert deletes == []  # under the bound: no DELETE at all
+        small.report_progress(claimed.id, claimed.lease_token, Progress(step=11, metrics={"s": 1}))
+        assert len(deletes) == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert count_rows(engine, "job_metrics", claimed.id) == 10
+    assert [p.step for p in queue.metrics(claimed.id)] == list(range(2, 12))
 
 
 def test_metrics_of_jobs_reporting_together_each_keep_their_bound(queue, settings, engine):

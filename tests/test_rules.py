@@ -9,6 +9,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from jobqueue.clock import NOW as DB_NOW
+from jobqueue.clock import DbTime
 from jobqueue.fit import Candidate, choose
 from jobqueue.outcomes import MAX_BACKOFF_SECONDS, Exit, StopCause, after_exit, backoff_seconds
 from jobqueue.records import Job, WorkerInfo
@@ -55,6 +57,7 @@ def make_job(**overrides) -> Job:
         error_message=None,
         log_tail=None,
         log_count=0,
+        metric_count=0,
         idempotency_key=None,
         request_fingerprint=None,
         created_at=NOW - timedelta(minutes=5),
@@ -208,6 +211,23 @@ def test_a_failure_waits_the_backoff_of_its_attempt_number():
     assert transition.to_status is S.QUEUED
     assert transition.values["attempt"] == 3
     assert "in 20s" in transition.reason
+    # A plain value: the database's now plus the back-off, turned into SQL elsewhere.
+    assert transition.values["not_before"] == DbTime(plus_seconds=20)
+
+
+def test_the_rules_write_plain_values_never_sql():
+    running = make_job(status=S.RUNNING, worker_name="w")
+    transitions = [
+        after_exit(running, Exit(exit_code=0), backoff_base=10),
+        after_exit(running, Exit(exit_code=1), backoff_base=10),
+        after_exit(running, Exit(signal=9, stopped_for=StopCause.SHUTDOWN), backoff_base=10),
+        after_exit(running, Exit(spawn_error="no such file"), backoff_base=10),
+    ]
+    plain = (str, int, float, bool, type(None), list, dict, UUID, DbTime)
+    for transition in transitions:
+        for column, value in transition.values.items():
+            assert isinstance(value, plain), (transition.action, column, value)
+    assert transitions[0].values["finished_at"] is DB_NOW
 
 
 def test_a_stronger_request_after_the_signal_decides_the_outcome():

@@ -1,5 +1,5 @@
 from jobqueue.states import JobStatus
-from tests.conftest import spec
+from tests.helpers import spec
 
 
 def test_submit_claim_finish(queue, store, worker):

@@ -16,13 +16,14 @@ import pytest
 from sqlalchemy import text
 
 from jobqueue.errors import IdempotencyConflict, InvalidTransition, LeaseLost
-from jobqueue.leases import WorkerIdentity, WorkerStore
 from jobqueue.outcomes import Exit, StopCause, for_action
-from jobqueue.queue import JobQueue, apply_transition
+from jobqueue.queue import JobQueue
 from jobqueue.records import Claimed, Job
 from jobqueue.states import ALLOWED_FROM, Action, JobStatus
 from jobqueue.sweeper import sweep_expired_leases
-from tests.conftest import spec
+from jobqueue.transitions import apply_transition
+from jobqueue.worker_store import WorkerIdentity, WorkerStore
+from tests.helpers import spec
 
 S = JobStatus
 OP = "alice"  # the operator acting through the API
@@ -76,7 +77,7 @@ def job_in(status: JobStatus, queue, store, worker, **overrides) -> Job:
         job, _ = start(queue, store, worker, **overrides)
     elif status is S.PAUSED:
         job, _ = queue.submit(spec(**overrides), actor=OP)
-        job, _ = queue.pause(job.id, actor=OP)
+        job = queue.pause(job.id, actor=OP)
     elif status is S.COMPLETED:
         _, claimed = start(queue, store, worker, **overrides)
         job = store.finish(claimed.id, claimed.lease_token, Exit(exit_code=0), actor=worker.actor)
@@ -85,7 +86,7 @@ def job_in(status: JobStatus, queue, store, worker, **overrides) -> Job:
         job = store.finish(claimed.id, claimed.lease_token, Exit(exit_code=1), actor=worker.actor)
     elif status is S.CANCELLED:
         job, _ = queue.submit(spec(**overrides), actor=OP)
-        job, _ = queue.cancel(job.id, actor=OP)
+        job = queue.cancel(job.id, actor=OP)
     else:  # pragma: no cover
         raise AssertionError(status)
     job = queue.get(job.id)
@@ -276,7 +277,8 @@ def test_force_start_of_a_queued_job_clears_not_before_and_repeats_as_no_op(queu
 @pytest.mark.parametrize("status", [S.PENDING, S.QUEUED])
 def test_pause_of_a_waiting_job_is_immediate(queue, store, worker, status):
     job = job_in(status, queue, store, worker)
-    paused, is_request = queue.pause(job.id, actor=OP)
+    paused = queue.pause(job.id, actor=OP)
+    is_request = paused.stopping
     assert is_request is False
     assert paused.status is S.PAUSED
     assert paused.queue_position is None and paused.waiting_reason is None
@@ -299,7 +301,8 @@ def test_resume_keeps_priority_and_original_queued_at(queue):
 def test_pause_of_a_running_job_is_a_request_the_worker_carries_out(queue, store, worker):
     job, claimed = start(queue, store, worker)
     store.report_checkpoint(job.id, claimed.lease_token, "/ckpt/step-10", 10)
-    requested, is_request = queue.pause(job.id, actor=OP, reason="need the GPUs")
+    requested = queue.pause(job.id, actor=OP, reason="need the GPUs")
+    is_request = requested.stopping
     assert is_request is True
     assert requested.status is S.RUNNING
     assert requested.requested_action == "pause"
@@ -352,7 +355,8 @@ def test_once_signalled_the_request_decides_whatever_the_exit(
         StopCause.CANCEL: lambda: queue.cancel(job.id, actor=OP),
         StopCause.FAIL: lambda: queue.mark_failed(job.id, actor=OP, reason="diverged"),
     }[stop]
-    _, is_request = request()
+    acted = request()
+    is_request = acted.stopping
     assert is_request
     ended = store.finish(
         job.id,
@@ -396,7 +400,8 @@ def test_a_failure_before_the_signal_carries_out_the_pending_request(queue, stor
 def test_cancel_of_a_job_not_running_is_immediate(queue, store, worker, engine, status):
     job = job_in(status, queue, store, worker)
     before = db_now(engine)
-    cancelled, is_request = queue.cancel(job.id, actor=OP)
+    cancelled = queue.cancel(job.id, actor=OP)
+    is_request = cancelled.stopping
     assert is_request is False
     assert cancelled.status is S.CANCELLED
     assert cancelled.termination_reason == "cancelled"
@@ -410,7 +415,8 @@ def test_mark_failed_of_a_job_not_running_is_immediate_with_the_reason(
     queue, store, worker, status
 ):
     job = job_in(status, queue, store, worker)
-    failed, is_request = queue.mark_failed(job.id, actor=OP, reason="bad dataset")
+    failed = queue.mark_failed(job.id, actor=OP, reason="bad dataset")
+    is_request = failed.stopping
     assert is_request is False
     assert failed.status is S.FAILED
     assert failed.termination_reason == "marked_failed"
@@ -422,12 +428,14 @@ def test_mark_failed_of_a_job_not_running_is_immediate_with_the_reason(
 
 def test_cancel_of_a_running_job_is_a_request_a_second_one_kills(queue, store, worker):
     job, claimed = start(queue, store, worker)
-    first, is_request = queue.cancel(job.id, actor=OP)
+    first = queue.cancel(job.id, actor=OP)
+    is_request = first.stopping
     assert is_request and first.status is S.RUNNING
     assert first.requested_action == "cancel"
     assert first.request_kill is False
     assert store.renew({job.id: claimed.lease_token}).kill_now == frozenset()
-    second, is_request = queue.cancel(job.id, actor=OP)
+    second = queue.cancel(job.id, actor=OP)
+    is_request = second.stopping
     assert is_request and second.status is S.RUNNING
     assert second.request_kill is True
     renewal = store.renew({job.id: claimed.lease_token})
@@ -450,7 +458,8 @@ def test_cancel_of_a_running_job_is_a_request_a_second_one_kills(queue, store, w
 
 def test_forced_cancel_of_a_running_job_kills_at_once(queue, store, worker):
     job, claimed = start(queue, store, worker)
-    requested, is_request = queue.cancel(job.id, actor=OP, force=True)
+    requested = queue.cancel(job.id, actor=OP, force=True)
+    is_request = requested.stopping
     assert is_request
     assert requested.requested_action == "cancel"
     assert requested.request_kill is True
@@ -460,7 +469,8 @@ def test_forced_cancel_of_a_running_job_kills_at_once(queue, store, worker):
 def test_cancel_upgrades_a_pause_request(queue, store, worker):
     job, _ = start(queue, store, worker)
     queue.pause(job.id, actor=OP)
-    upgraded, is_request = queue.cancel(job.id, actor=OP)
+    upgraded = queue.cancel(job.id, actor=OP)
+    is_request = upgraded.stopping
     assert is_request and upgraded.requested_action == "cancel"
 
 
@@ -490,7 +500,8 @@ def test_a_cancel_that_came_after_the_pause_signal_ends_cancelled(queue, store, 
 
 def test_mark_failed_of_a_running_job_ends_failed_with_the_reason(queue, store, worker):
     job, claimed = start(queue, store, worker)
-    requested, is_request = queue.mark_failed(job.id, actor=OP, reason="loss is NaN")
+    requested = queue.mark_failed(job.id, actor=OP, reason="loss is NaN")
+    is_request = requested.stopping
     assert is_request and requested.status is S.RUNNING
     assert requested.requested_action == "fail"
     assert_event(queue, job.id, S.RUNNING, S.RUNNING, "mark-failed", OP)
@@ -519,7 +530,8 @@ def test_actions_on_a_running_job_with_an_expired_lease_are_immediate(
 ):
     job, claimed = start(queue, store, worker)
     expire_lease(engine, job.id)
-    ended, is_request = act(queue, job.id)
+    ended = act(queue, job.id)
+    is_request = ended.stopping
     assert is_request is False
     assert ended.status is status
     assert ended.termination_reason == termination

@@ -26,10 +26,12 @@ import psutil
 import pytest
 import requests
 
+from jobqueue.cli.up import DEMO_JOBS
 from jobqueue.db import make_engine
 from jobqueue.queue import JobQueue
 from jobqueue.settings import Settings
-from jobqueue.up import DEMO_JOBS
+
+pytestmark = pytest.mark.system
 
 REPO = Path(__file__).resolve().parent.parent
 MARKER = "JOBQUEUE_UP_TEST_MARK"
@@ -47,13 +49,21 @@ def free_port() -> int:
 class Up:
     """One ``jobqueue up`` process, its output collected by a thread."""
 
-    def __init__(self, args: list[str], env: dict[str, str], port: int):
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        port: int,
+        *,
+        command: tuple[str, ...] = (sys.executable, "-m", "jobqueue.cli"),
+        cwd: Path = REPO,
+    ):
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jobqueue.cli", "up", "--port", str(port), *args],
-            cwd=REPO,
+            [*command, "up", "--port", str(port), *args],
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -89,6 +99,16 @@ class Up:
 
     def get(self, path: str) -> requests.Response:
         return requests.get(self.base + path, timeout=10)
+
+    def submit_held(self, name: str) -> str:
+        """Submit a held job of the demo kind; returns its id."""
+        response = requests.post(
+            f"{self.base}/api/training",
+            json={"name": name, "kind": "train-sgd", "hold": True, "config": {}},
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
 
     def jobs(self) -> dict[str, dict[str, Any]]:
         response = self.get("/api/training?limit=200")
@@ -349,13 +369,7 @@ def test_up_after_a_killed_up_still_stops_its_database(tmp_path, data_dir):
         up = Up(["--data-dir", str(data_dir), "--virtual-gpus", "1"], env, port)
         runs.append(up)
         up.wait_for_line(f"Web monitor: http://127.0.0.1:{port}/", START_TIMEOUT)
-        response = requests.post(
-            f"{up.base}/api/training",
-            json={"name": "kept", "kind": "train-sgd", "hold": True, "config": {}},
-            timeout=10,
-        )
-        assert response.status_code == 201, response.text
-        job_id = response.json()["id"]
+        job_id = up.submit_held("kept")
 
         # kill -9 of the whole group: no clean-up runs; the database (its own session)
         # keeps running, as after a crash.
@@ -370,6 +384,84 @@ def test_up_after_a_killed_up_still_stops_its_database(tmp_path, data_dir):
 
         code = up2.stop(signal.SIGINT, group=True)
         assert code == 0, up2.output[-6000:]
+        left = wait_gone(mark, str(data_dir), f"127.0.0.1:{port}")
+        assert not left, f"processes left behind: {left}"
+    finally:
+        for run in runs:
+            run.kill()
+        kill_marked(mark)
+
+
+def _installed_from_wheel(tmp_path: Path) -> Path:
+    """A fresh virtual environment with jobqueue installed from a wheel built now.
+
+    The wheel is installed without its dependencies, which come from this
+    environment's site-packages through a ``.pth`` line instead (no downloads).
+    That line adds a plain folder, so this environment's editable jobqueue is
+    not seen: ``jobqueue``, ``api``, ``worker`` and ``migrations`` are the wheel's.
+    """
+    # Built from a copy, so that the build leaves nothing in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "node_modules",
+    ))  # fmt: skip
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+         "--wheel-dir", str(wheels), str(source)],
+        check=True, timeout=180,
+    )  # fmt: skip
+    (wheel,) = wheels.glob("jobqueue-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60
+    )
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+         str(wheel)],
+        check=True, timeout=180,
+    )  # fmt: skip
+    dev_site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    Path(site, "zz_dependencies.pth").write_text(dev_site + "\n")
+    return venv
+
+
+@pytest.mark.timeout(300)
+def test_up_runs_the_demo_from_a_wheel_in_a_fresh_environment(tmp_path, data_dir):
+    venv = _installed_from_wheel(tmp_path)
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import jobqueue, worker; print(jobqueue.__file__)"],
+        cwd=tmp_path, check=True, capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert probe.startswith(str(venv)), f"jobqueue was imported from {probe}, not the wheel"
+
+    mark = uuid.uuid4().hex
+    env = clean_env(tmp_path, mark)
+    port = free_port()
+    runs: list[Up] = []
+    launch = {"command": (str(venv / "bin" / "jobqueue"),), "cwd": tmp_path}
+    try:
+        up = Up(["--data-dir", str(data_dir), "--demo", "--virtual-gpus", "2"], env, port, **launch)
+        runs.append(up)
+        up.wait_for_line(f"Web monitor: http://127.0.0.1:{port}/", START_TIMEOUT)
+        held_id = up.submit_held("from-wheel")
+        # The demo's training script, shipped in the wheel, runs to the end.
+        jobs = up.wait_jobs(lambda j: j["sgd-demo-2"]["status"] == "completed", timeout=90)
+        assert jobs["sgd-demo-2"]["progress"]["step"] == 200
+        assert up.stop(signal.SIGINT, group=True) == 0, up.output[-6000:]
+
+        up2 = Up(["--data-dir", str(data_dir), "--virtual-gpus", "1"], env, port, **launch)
+        runs.append(up2)
+        up2.wait_for_line(f"Web monitor: http://127.0.0.1:{port}/", START_TIMEOUT)
+        again = up2.jobs()
+        assert again["from-wheel"]["id"] == held_id
+        assert again["from-wheel"]["status"] == "pending"
+        assert up2.stop(signal.SIGINT, group=True) == 0, up2.output[-6000:]
         left = wait_gone(mark, str(data_dir), f"127.0.0.1:{port}")
         assert not left, f"processes left behind: {left}"
     finally:

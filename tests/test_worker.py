@@ -11,243 +11,48 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import pytest
 from sqlalchemy import Engine, text
 
 from jobqueue.db import make_engine
-from jobqueue.embedded import throwaway_server
 from jobqueue.migrate import upgrade
 from jobqueue.queue import JobQueue
 from jobqueue.records import Job
 from jobqueue.settings import Settings
-from jobqueue.specs import JobSpec
 from jobqueue.states import JobStatus
+from jobqueue.testing import throwaway_server
+from tests.helpers import (
+    ACTOR,
+    JOBS,
+    actions,
+    assert_no_job_processes_left,
+    describe,
+    family_pids,
+    group_alive,
+    job_processes,
+    kinds_file,
+    log_texts,
+    pid_alive,
+    proc_stat,
+    running_worker,
+    submit,
+    wait_for,
+    wait_status,
+    wait_step,
+    worker_settings,
+)
 from worker.daemon import WorkerConfig, WorkerDaemon
 from worker.gpus import discover
 from worker.kinds import Kind, load_kinds
 
-ROOT = Path(__file__).resolve().parent.parent
-TRAIN_SGD = ROOT / "examples" / "train_sgd.py"
-JOBS = Path(__file__).resolve().parent / "jobs"
-ACTOR = "tester"
-
-T = TypeVar("T")
-
-
-# -- helpers (also used by test_worker_process.py) ----------------------------------------
-
-
-def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
-    """Short lease, heartbeat, sweep and grace, and no retry back-off."""
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "lease_seconds": 6,
-        "heartbeat_seconds": 0.5,
-        "sweep_seconds": 0.5,
-        "grace_seconds": 3,
-        "retry_backoff_seconds": 0,
-        "state_dir": tmp_path / "state",
-        "checkpoint_root": None,  # under state_dir, whatever the environment says
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-def kinds_file(tmp_path: Path, extra: str = "") -> Path:
-    """A kinds TOML file with the kinds the tests use, plus ``extra`` TOML."""
-    path = tmp_path / "kinds.toml"
-    path.write_text(
-        f"""
-[kinds.sgd]
-argv = ["{{python}}", {json.dumps(str(TRAIN_SGD))}]
-grace_seconds = 5
-
-[kinds.say]
-argv = ["{{python}}", {json.dumps(str(JOBS / "say.py"))}]
-
-[kinds.family]
-argv = ["{{python}}", {json.dumps(str(JOBS / "family.py"))}]
-grace_seconds = 60
-
-[kinds.slow-stop]
-argv = ["{{python}}", {json.dumps(str(JOBS / "slow_stop.py"))}]
-grace_seconds = 12
-{extra}
-"""
-    )
-    return path
-
-
-def submit(queue: JobQueue, kind: str, config: dict[str, Any] | None = None, **fields: Any) -> Job:
-    body = {"name": f"{kind}-job", "kind": kind, "config": config or {}, **fields}
-    job, created = queue.submit(JobSpec.model_validate(body), actor=ACTOR)
-    assert created
-    return job
-
-
-def wait_for(predicate: Callable[[], T], *, timeout: float, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.1)
-
-
-def describe(queue: JobQueue, job_id: UUID) -> str:
-    """The job's state, events and last log lines, for failure messages."""
-    job = queue.get(job_id)
-    events = [(e.from_status, e.to_status, e.action, e.reason) for e in queue.events(job_id)]
-    lines = [f"{line.stream}: {line.text}" for line in queue.logs(job_id, limit=10_000)[0][-15:]]
-    return (
-        f"status={job.status.value} reason={job.termination_reason} exit={job.exit_code} "
-        f"signal={job.signal} error={job.error_message!r} waiting={job.waiting_reason!r} "
-        f"progress={job.progress} checkpoint={job.checkpoint} request={job.requested_action}\n"
-        f"events={events}\nlogs=" + "\n".join(lines)
-    )
-
-
-def wait_status(queue: JobQueue, job_id: UUID, *statuses: JobStatus, timeout: float = 30) -> Job:
-    """Wait until the job is in one of ``statuses``; the failure message tells its story."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job = queue.get(job_id)
-        if job.status in statuses:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"job not {[s.value for s in statuses]} after {timeout}s: "
-                + describe(queue, job_id)
-            )
-        time.sleep(0.1)
-
-
-def wait_step(queue: JobQueue, job_id: UUID, step: int, timeout: float = 30) -> Job:
-    """Wait until the running job reported progress at ``step`` or beyond."""
-
-    def reached() -> Job | None:
-        job = queue.get(job_id)
-        assert job.status in (JobStatus.QUEUED, JobStatus.RUNNING), describe(queue, job_id)
-        if job.progress and (job.progress.get("step") or 0) >= step:
-            return job
-        return None
-
-    return wait_for(reached, timeout=timeout, what=f"job {job_id} to reach step {step}")
-
-
-def log_texts(queue: JobQueue, job_id: UUID) -> list[str]:
-    return [line.text for line in queue.logs(job_id, limit=100_000)[0]]
-
-
-def actions(queue: JobQueue, job_id: UUID) -> list[str]:
-    return [e.action for e in queue.events(job_id)]
-
-
-def _proc_stat(pid: str) -> tuple[str, int] | None:
-    """(state, process group) of a live process, or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return fields[0], int(fields[2])
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of this process group still runs (zombies do not count)."""
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            stat = _proc_stat(entry.name)
-            if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
-                return True
-    return False
-
-
-def pid_alive(pid: int) -> bool:
-    stat = _proc_stat(str(pid))
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def job_processes(job_ids: list[UUID] | list[str]) -> list[int]:
-    """Live processes whose environment mentions one of these jobs: the job, its
-    children and its supervisor (whose spec names the job)."""
-    needles = [str(i).encode() for i in job_ids]
-    found = []
-    if not needles:
-        return found
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = Path(f"/proc/{entry.name}/environ").read_bytes()
-        except OSError:
-            continue
-        if any(n in environ for n in needles) and pid_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-def family_pids(queue: JobQueue, job_id: UUID, *, after: int = 0) -> tuple[int, int, int]:
-    """(pid, pgid, child pid) that tests/jobs/family.py printed, in its newest run."""
-
-    def printed() -> tuple[int, int, int] | None:
-        found = None
-        for text_ in log_texts(queue, job_id)[after:]:
-            match = re.fullmatch(r"family pid=(\d+) pgid=(\d+) child=(\d+)", text_)
-            if match:
-                found = (int(match[1]), int(match[2]), int(match[3]))
-        return found
-
-    return wait_for(printed, timeout=20, what=f"job {job_id} to print its pids")
-
-
-@contextlib.contextmanager
-def running_worker(
-    settings: Settings,
-    kinds: dict[str, Kind],
-    *,
-    name: str = "w1",
-    virtual_gpus: int | None = 2,
-    gpus: str = "none",
-    slots: int | None = None,
-) -> Iterator[WorkerDaemon]:
-    config = WorkerConfig.build(
-        settings,
-        kinds=kinds,
-        gpus=discover(gpus, virtual_gpus),
-        name=name,
-        slots=slots,
-    )
-    daemon = WorkerDaemon(config, settings).start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-
-
-def assert_no_job_processes_left(engine: Engine) -> None:
-    """No process of any job in the database may be left (they are killed, then it fails)."""
-    with engine.connect() as conn:
-        ids = [str(r[0]) for r in conn.execute(text("SELECT id FROM jobs"))]
-    deadline = time.monotonic() + 10
-    while job_processes(ids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = job_processes(ids)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes of the test's jobs were left running: {left}"
+pytestmark = pytest.mark.system
 
 
 @pytest.fixture
@@ -258,7 +63,7 @@ def no_leftover_processes(engine: Engine) -> Iterator[None]:
 
 @pytest.fixture
 def wsettings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path)
+    return worker_settings(database_url, tmp_path)
 
 
 @pytest.fixture
@@ -448,7 +253,8 @@ def test_pause_checkpoints_and_resume_continues_from_the_checkpoint(wqueue, wset
     with running_worker(wsettings, kinds):
         job = submit(wqueue, "sgd", config, gpus=1)
         wait_step(wqueue, job.id, 30)
-        _, is_request = wqueue.pause(job.id, actor=ACTOR)
+        acted = wqueue.pause(job.id, actor=ACTOR)
+        is_request = acted.stopping
         assert is_request
         paused = wait_status(wqueue, job.id, JobStatus.PAUSED, JobStatus.COMPLETED, timeout=15)
         assert paused.status is JobStatus.PAUSED, describe(wqueue, job.id)
@@ -487,9 +293,10 @@ def test_cancel_stops_the_whole_process_group(wqueue, wsettings, kinds):
         wait_status(wqueue, job.id, JobStatus.RUNNING)
         pid, pgid, child = family_pids(wqueue, job.id)
         assert pgid == pid  # the job leads its own process group
-        assert _proc_stat(str(child))[1] == pgid and pid_alive(child)
+        assert proc_stat(str(child))[1] == pgid and pid_alive(child)
 
-        _, is_request = wqueue.cancel(job.id, actor=ACTOR)
+        acted = wqueue.cancel(job.id, actor=ACTOR)
+        is_request = acted.stopping
         assert is_request
         done = wait_status(wqueue, job.id, JobStatus.CANCELLED, timeout=15)
         # The child ignored SIGTERM; it went with the group all the same.
@@ -505,7 +312,7 @@ def test_second_cancel_or_force_kills_a_job_that_ignores_sigterm(
     wqueue, database_url, tmp_path, kinds
 ):
     # A long lease: without the kill, the SIGTERM-ignoring job would live on for ~20 s.
-    settings = make_settings(database_url, tmp_path, lease_seconds=25)
+    settings = worker_settings(database_url, tmp_path, lease_seconds=25)
     with running_worker(settings, kinds):
         twice = submit(wqueue, "family", {"ignore_term": True}, gpus=0, name="twice")
         forced = submit(wqueue, "family", {"ignore_term": True}, gpus=0, name="forced")
@@ -519,7 +326,8 @@ def test_second_cancel_or_force_kills_a_job_that_ignores_sigterm(
         assert group_alive(pgid_twice)
 
         t0 = time.monotonic()
-        _, is_request = wqueue.cancel(twice.id, actor=ACTOR)
+        acted = wqueue.cancel(twice.id, actor=ACTOR)
+        is_request = acted.stopping
         assert is_request
         wqueue.cancel(forced.id, actor=ACTOR, force=True)
         for job_id, pgid in ((twice.id, pgid_twice), (forced.id, pgid_forced)):
@@ -533,7 +341,7 @@ def test_second_cancel_or_force_kills_a_job_that_ignores_sigterm(
 @pytest.mark.parametrize("name", ["w1", "gpu box 1"])
 def test_requests_wake_the_jobs_worker_at_once(wqueue, database_url, tmp_path, kinds, name):
     """A request reaches the worker by NOTIFY, not at its next lease renewal (20 s here)."""
-    settings = make_settings(database_url, tmp_path, heartbeat_seconds=20, lease_seconds=60)
+    settings = worker_settings(database_url, tmp_path, heartbeat_seconds=20, lease_seconds=60)
     with running_worker(settings, kinds, name=name):
         job = submit(wqueue, "family", {"ignore_term": False}, gpus=0)
         family_pids(wqueue, job.id)
@@ -550,7 +358,8 @@ def test_mark_failed_fails_the_running_job_with_the_reason(wqueue, wsettings, ki
     with running_worker(wsettings, kinds):
         job = submit(wqueue, "sgd", config, gpus=1)
         wait_step(wqueue, job.id, 10)
-        _, is_request = wqueue.mark_failed(job.id, actor=ACTOR, reason="the data is bad")
+        acted = wqueue.mark_failed(job.id, actor=ACTOR, reason="the data is bad")
+        is_request = acted.stopping
         assert is_request
         done = wait_status(wqueue, job.id, JobStatus.FAILED, JobStatus.COMPLETED, timeout=15)
 
@@ -567,7 +376,7 @@ def test_grace_period_is_the_kinds_even_when_longer_than_the_lease(
 ):
     """The lease is renewed while a job checkpoints after SIGTERM, so the job gets its
     kind's whole grace period (12 s), not just what was left of one lease (4 s)."""
-    settings = make_settings(database_url, tmp_path, lease_seconds=4)
+    settings = worker_settings(database_url, tmp_path, lease_seconds=4)
     with running_worker(settings, kinds):
         job = submit(wqueue, "slow-stop", {"stop_seconds": 5}, gpus=0)
         wait_step(wqueue, job.id, 1)
@@ -709,7 +518,7 @@ workdir = "no-such-folder"
 def test_report_lines_malformed_ones_kept_as_logs_and_logs_bounded(
     database_url, tmp_path, kinds, engine, no_leftover_processes
 ):
-    settings = make_settings(database_url, tmp_path, log_max_lines=20)
+    settings = worker_settings(database_url, tmp_path, log_max_lines=20)
     queue = JobQueue(engine, settings)
     stdout = [
         "::jobqueue:: {not json",
@@ -792,7 +601,7 @@ def server_start_time(engine: Engine) -> Any:
 def test_database_restart_under_a_running_job_completes_it_exactly_once(tmp_path, kinds):
     with private_postgres() as (url, restart):
         upgrade(url)
-        settings = make_settings(url, tmp_path, lease_seconds=12, grace_seconds=3)
+        settings = worker_settings(url, tmp_path, lease_seconds=12, grace_seconds=3)
         engine = make_engine(url)
         queue = JobQueue(engine, settings)
         job_id = None

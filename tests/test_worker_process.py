@@ -21,7 +21,7 @@ from sqlalchemy import Engine, text
 
 from jobqueue.queue import JobQueue
 from jobqueue.states import JobStatus
-from tests.test_worker import (
+from tests.helpers import (
     ACTOR,
     ROOT,
     assert_no_job_processes_left,
@@ -31,14 +31,16 @@ from tests.test_worker import (
     job_processes,
     kinds_file,
     log_texts,
-    make_settings,
     running_worker,
     submit,
     wait_for,
     wait_status,
     wait_step,
+    worker_settings,
 )
 from worker.kinds import load_kinds
+
+pytestmark = pytest.mark.system
 
 
 class WorkerProcess:
@@ -127,7 +129,7 @@ def database_now(engine: Engine):
 
 @pytest.fixture
 def queue(engine: Engine, database_url: str, tmp_path: Path, no_leftover_processes) -> JobQueue:
-    return JobQueue(engine, make_settings(database_url, tmp_path))
+    return JobQueue(engine, worker_settings(database_url, tmp_path))
 
 
 @pytest.fixture
@@ -166,7 +168,7 @@ def test_worker_sigterm_hands_the_job_back_and_another_worker_resumes_it(
     assert [w.alive for w in queue.workers() if w.name == "wa"] == [False]
 
     logs_before = len(log_texts(queue, job.id))
-    settings = make_settings(database_url, tmp_path, lease_seconds=8)
+    settings = worker_settings(database_url, tmp_path, lease_seconds=8)
     kinds = load_kinds(kinds_file(tmp_path))
     with running_worker(settings, kinds, name="wb", virtual_gpus=1):
         done = wait_status(queue, job.id, JobStatus.COMPLETED, JobStatus.FAILED, timeout=30)
@@ -205,7 +207,7 @@ def test_worker_sigkill_stops_its_jobs_before_the_lease_expires_and_they_resume(
         checkpoint = orphan.checkpoint
 
     logs_before = len(log_texts(queue, job.id))
-    settings = make_settings(database_url, tmp_path, lease_seconds=lease)
+    settings = worker_settings(database_url, tmp_path, lease_seconds=lease)
     kinds = load_kinds(kinds_file(tmp_path))
     with running_worker(settings, kinds, name="wb", virtual_gpus=1):
         done = wait_status(queue, job.id, JobStatus.COMPLETED, JobStatus.FAILED, timeout=lease + 30)

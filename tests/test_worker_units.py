@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 
 from jobqueue import report
+from jobqueue.examples import EXAMPLES_DIR, KINDS_FILE
 from jobqueue.outcomes import StopCause
 from worker.gpus import GpuInventory, discover
 from worker.kinds import KindsError, load_kinds
 from worker.process import JobProcess
 from worker.reports import Report, parse_report
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # -- report lines --------------------------------------------------------------------------
 
@@ -134,10 +133,10 @@ argv = ["/usr/bin/env", "true"]
 
 
 def test_example_kinds_file_loads():
-    kinds = load_kinds(ROOT / "examples" / "kinds.toml")
+    kinds = load_kinds(KINDS_FILE)
     sgd = kinds["train-sgd"]
     assert sgd.argv == (sys.executable, "train_sgd.py")
-    assert sgd.workdir == (ROOT / "examples").resolve()
+    assert sgd.workdir == EXAMPLES_DIR
     assert (sgd.workdir / sgd.argv[1]).is_file()
 
 
@@ -364,6 +363,26 @@ def test_stop_asks_politely_then_kills_after_the_grace_period():
     assert ended is not None and ended.signal == signal.SIGKILL
     assert ended.stopped_for is StopCause.CANCEL
     assert 0.8 <= took < 4
+
+
+@pytest.mark.parametrize(
+    ("asks", "decides"),
+    [
+        ((StopCause.PAUSE, StopCause.SHUTDOWN), StopCause.PAUSE),
+        ((StopCause.SHUTDOWN, StopCause.PAUSE), StopCause.PAUSE),
+        ((StopCause.SHUTDOWN, StopCause.CANCEL), StopCause.CANCEL),
+        ((StopCause.CANCEL, StopCause.PAUSE), StopCause.CANCEL),
+        ((StopCause.FAIL, StopCause.CANCEL), StopCause.FAIL),
+    ],
+)
+def test_the_strongest_ask_decides_why_the_job_stopped(asks, decides):
+    with supervised(["sleep", "30"], lease=30, grace=5) as (process, _):
+        wait_started(process)
+        for cause in asks:
+            process.stop(cause)
+        ended = process.wait(5)
+    assert ended is not None and ended.signal == signal.SIGTERM
+    assert ended.stopped_for is decides
 
 
 def test_kill_ends_a_job_that_ignores_sigterm_at_once():

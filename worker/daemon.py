@@ -22,7 +22,6 @@ from uuid import UUID
 from sqlalchemy import Engine
 
 from jobqueue.db import make_engine
-from jobqueue.leases import Renewal, WorkerIdentity, WorkerStore
 from jobqueue.looper import Looper
 from jobqueue.migrate import require_head
 from jobqueue.outcomes import Exit, StopCause
@@ -30,6 +29,7 @@ from jobqueue.records import Claimed
 from jobqueue.runner import SlotRunner
 from jobqueue.settings import Settings
 from jobqueue.sweeper import sweep_expired_leases
+from jobqueue.worker_store import Renewal, WorkerIdentity, WorkerStore
 from worker.gpus import GpuInventory
 from worker.kinds import Kind
 from worker.leftovers import Leftovers

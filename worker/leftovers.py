@@ -51,17 +51,18 @@ class Leftovers:
 
 def _processes():
     """(pid, process group id) of every process we can see (Linux /proc)."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    # The folder listing is closed before the scan, whatever the caller does with it.
+    with os.scandir("/proc") as entries:
+        pids = [e.name for e in entries if e.name.isdigit()]
+    for pid in pids:
         try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         # Fields after the command name, which is in parentheses and may hold spaces.
         fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 2:
-            yield int(entry.name), int(fields[2])
+            yield int(pid), int(fields[2])
 
 
 def _environ_names_job(pid: int, job_id: str) -> bool:

@@ -13,8 +13,8 @@ import threading
 from collections import deque
 
 from jobqueue.errors import LeaseLost
-from jobqueue.leases import Progress, WorkerStore
 from jobqueue.records import Claimed
+from jobqueue.worker_store import Progress, WorkerStore
 from worker.reports import MAX_LINE_CHARS, parse_report
 
 log = logging.getLogger(__name__)

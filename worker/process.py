@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from jobqueue.outcomes import Exit, StopCause
+from jobqueue.outcomes import Exit, StopCause, stop_rank
 from worker import supervise
 
 log = logging.getLogger(__name__)
@@ -97,12 +97,12 @@ class JobProcess:
     def stop(self, cause: StopCause, *, kill: bool = False) -> None:
         """Ask the job to checkpoint and stop (SIGTERM, grace, SIGKILL), or kill it now.
 
-        The first cause sticks, except that a stronger request (cancel or fail
-        after a pause) replaces a pause: the outcome follows the latest ask.
+        A stronger cause replaces a weaker one (:func:`jobqueue.outcomes.stop_rank`:
+        cancel over pause over shutdown); the job is signalled only once.
         """
         with self._lock:
             first = self.stop_cause is None
-            if first or (self.stop_cause is StopCause.PAUSE and cause is not StopCause.PAUSE):
+            if first or stop_rank(cause) > stop_rank(self.stop_cause):
                 self.stop_cause = cause
             if kill and not self._killed:
                 self._killed = True

@@ -2,22 +2,33 @@
 "use strict";
 
 const STATUSES = ["pending", "queued", "running", "paused", "completed", "failed", "cancelled"];
-// Which recovery actions SPEC §2 allows from each status (the API refuses the rest).
-const ACTIONS = [
-  { action: "force-start", label: "Start now", from: ["pending", "queued"] },
-  { action: "release", label: "Release", from: ["pending"] },
-  { action: "pause", label: "Pause", from: ["pending", "queued", "running"] },
-  { action: "resume", label: "Resume", from: ["paused"] },
-  { action: "cancel", label: "Cancel", from: ["pending", "queued", "paused", "running"] },
-  { action: "mark-failed", label: "Mark failed", from: ["pending", "queued", "paused", "running"] },
-  { action: "retry", label: "Retry from checkpoint", from: ["failed", "cancelled"] },
-];
+// How the page offers each action. Which ones a job accepts is the server's call (each
+// job's `allowed_actions`); this only says how a button looks and what it sends.
+const ACTIONS = {
+  "force-start": { label: "Start now" },
+  "release": { label: "Release" },
+  "pause": { label: "Pause" },
+  "resume": { label: "Resume" },
+  "cancel": { label: "Cancel", danger: true },
+  "mark-failed": { label: "Mark failed", danger: true },
+  "retry": { label: "Retry from checkpoint" },
+};
+// `patch` (change priority or pool) is a PATCH of the job with a form, not a button.
+const NOT_BUTTONS = new Set(["patch"]);
 const PENDING_WORD = { pause: "pausing…", cancel: "cancelling…", fail: "failing…" };
 const REFRESH_MS = 2000;
+const MAX_BACKOFF_MS = 30000;
+// A poll waits for its answer before the next one starts, so a request that hangs
+// must fail rather than stop the page.
+const GET_TIMEOUT_MS = 20000;
+// The server keeps each job's newest JOBQUEUE_METRICS_MAX_POINTS points (default 5000);
+// a chart holding more would show points the server no longer has.
+const MAX_POINTS = 5000;
+const STOP = Symbol("stop polling");
 
 const view = document.getElementById("view");
-let timer = null;
 let routeToken = 0;
+let polling = null; // the current view's poller, stopped on navigation
 
 // -- talking to the API ---------------------------------------------------------------
 
@@ -27,6 +38,8 @@ async function api(method, path, body) {
   const headers = { "Accept": "application/json" };
   if (token()) headers["Authorization"] = "Bearer " + token();
   const init = { method, headers };
+  // Only reads time out: a POST cut short may still have been carried out.
+  if (method === "GET") init.signal = AbortSignal.timeout(GET_TIMEOUT_MS);
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -82,13 +95,22 @@ function h(tag, attrs, ...children) {
   return node;
 }
 
-function when(iso) {
-  if (!iso) return "–";
+function ago(iso) {
   const date = new Date(iso);
   const seconds = Math.round((Date.now() - date.getTime()) / 1000);
-  const ago = seconds < 60 ? `${seconds}s` : seconds < 3600 ? `${Math.round(seconds / 60)}m`
-    : seconds < 86400 ? `${Math.round(seconds / 3600)}h` : `${Math.round(seconds / 86400)}d`;
-  return h("time", { datetime: iso, title: date.toLocaleString() }, seconds >= 0 ? `${ago} ago` : date.toLocaleString());
+  if (seconds < 0) return date.toLocaleString();
+  return (seconds < 60 ? `${seconds}s` : seconds < 3600 ? `${Math.round(seconds / 60)}m`
+    : seconds < 86400 ? `${Math.round(seconds / 3600)}h` : `${Math.round(seconds / 86400)}d`) + " ago";
+}
+
+function when(iso) {
+  if (!iso) return "–";
+  return h("time", { datetime: iso, title: new Date(iso).toLocaleString() }, ago(iso));
+}
+
+// Times rendered once (the job page's events) still say how long ago on each poll.
+function retime(root) {
+  for (const node of root.querySelectorAll("time[datetime]")) node.textContent = ago(node.getAttribute("datetime"));
 }
 
 function badge(job) {
@@ -104,9 +126,37 @@ function progressBar(progress) {
     h("span", {}, fraction === null ? "" : `${pct}%`));
 }
 
-function schedule(fn) {
-  clearTimeout(timer);
-  timer = setTimeout(fn, REFRESH_MS);
+// Polls the view of route `mine`: load() fetches, show(answer) renders, fail(error) shows a
+// failure (return STOP from either to stop, e.g. on a 404). The next run is due REFRESH_MS
+// after one ends, only while that route is current. One run at a time: the job page asks
+// for what follows what it holds, so two runs at once would both append the same lines; a
+// run asked for meanwhile (now(), e.g. after an action) starts as soon as the current ends.
+// Failures back off (2 s, 4 s, … up to MAX_BACKOFF_MS) so a down API is not hammered.
+function poll(mine, load, show, fail) {
+  let timer = null, running = false, again = false, failures = 0;
+  const current = () => mine === routeToken;
+  async function run() {
+    clearTimeout(timer);
+    if (!current()) return;
+    if (running) { again = true; return; }
+    running = true;
+    let outcome;
+    try {
+      const answer = await load();
+      if (current()) outcome = show(answer);
+      failures = 0;
+    } catch (error) {
+      failures += 1;
+      if (current()) outcome = fail(error);
+    }
+    running = false;
+    if (!current() || outcome === STOP) return;
+    if (again) { again = false; run(); return; }
+    timer = setTimeout(run, Math.min(REFRESH_MS * 2 ** failures, MAX_BACKOFF_MS));
+  }
+  polling = { stop: () => clearTimeout(timer) };
+  run();
+  return { now: run };
 }
 
 function showError(where, error) {
@@ -117,38 +167,39 @@ function showError(where, error) {
 
 const filters = { statuses: new Set(), q: "" };
 
-async function jobsView(mine) {
+function jobsView(mine) {
+  const filterKey = () => JSON.stringify([[...filters.statuses].sort(), filters.q]);
   const controls = h("div", { class: "filters" },
     ...STATUSES.map((s) => h("label", { class: `chip ${s}` },
       h("input", { type: "checkbox", value: s, checked: filters.statuses.has(s),
-        onchange: (e) => { e.target.checked ? filters.statuses.add(s) : filters.statuses.delete(s); refresh(); } }), s)),
+        onchange: (e) => { e.target.checked ? filters.statuses.add(s) : filters.statuses.delete(s); poller.now(); } }), s)),
     h("input", { type: "search", placeholder: "name contains…", value: filters.q, "aria-label": "search by name",
-      oninput: (e) => { filters.q = e.target.value; refresh(); } }));
+      oninput: (e) => { filters.q = e.target.value; poller.now(); } }));
   const table = h("div", { class: "table" });
   view.replaceChildren(h("h1", {}, "Jobs"), controls, table);
 
-  let latest = 0;
-  async function refresh() {
-    const seq = ++latest; // a newer search must not be overwritten by an older answer
+  async function load() {
+    const key = filterKey();
     const params = new URLSearchParams({ limit: "100" });
     for (const s of filters.statuses) params.append("status", s);
     if (filters.q) params.set("q", filters.q);
-    try {
-      const { data } = await api("GET", "/api/training?" + params);
-      if (mine !== routeToken || seq !== latest) return;
-      table.replaceChildren(h("table", {},
-        h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "Queue", "Pool", "GPUs", "Created"].map((t) => h("th", {}, t)))),
-        h("tbody", {}, data.items.length ? data.items.map((job) => h("tr", { "data-job": job.id },
-          h("td", {}, h("a", { href: `#/jobs/${job.id}` }, job.name)),
-          h("td", {}, badge(job)),
-          h("td", {}, progressBar(job.progress)),
-          h("td", { title: job.waiting_reason || "" }, job.queue_position ? `#${job.queue_position}` : ""),
-          h("td", {}, job.pool), h("td", {}, job.gpus), h("td", {}, when(job.created_at))))
-          : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No jobs match.")))));
-    } catch (error) { if (seq === latest) showError(table, error); }
-    if (mine === routeToken && seq === latest) schedule(refresh);
+    const { data } = await api("GET", "/api/training?" + params);
+    return { key, data };
   }
-  await refresh();
+  function show({ key, data }) {
+    // The filters changed while this was in flight: the run queued behind it shows them.
+    if (key !== filterKey()) return;
+    table.replaceChildren(h("table", {},
+      h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "Queue", "Pool", "GPUs", "Created"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, data.items.length ? data.items.map((job) => h("tr", { "data-job": job.id },
+        h("td", {}, h("a", { href: `#/jobs/${job.id}` }, job.name)),
+        h("td", {}, badge(job)),
+        h("td", {}, progressBar(job.progress)),
+        h("td", { title: job.waiting_reason || "" }, job.queue_position ? `#${job.queue_position}` : ""),
+        h("td", {}, job.pool), h("td", {}, job.gpus), h("td", {}, when(job.created_at))))
+        : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No jobs match.")))));
+  }
+  const poller = poll(mine, load, show, (error) => showError(table, error));
 }
 
 function chart(points) {
@@ -159,6 +210,7 @@ function chart(points) {
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("class", "chart");
   svg.setAttribute("data-testid", "metrics-chart");
+  svg.setAttribute("data-points", points.length);
   const colours = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c"];
   const xs = points.map((p, i) => (typeof p.step === "number" ? p.step : i));
   const xmin = Math.min(...xs), xmax = Math.max(...xs) || 1;
@@ -182,140 +234,162 @@ function chart(points) {
   return h("div", {}, svg, legend);
 }
 
-function recoveryCard(job, onDone) {
-  const message = h("p", { class: "error", "data-testid": "action-error" });
-  const buttons = ACTIONS.filter((a) => a.from.includes(job.status)).map((a) =>
-    h("button", { "data-action": a.action, class: a.action === "cancel" || a.action === "mark-failed" ? "danger" : "",
-      onclick: async () => {
+// The buttons are the job's allowed_actions, as the server lists them.
+function recoveryCard(job, error, act) {
+  const message = h("p", { class: "error", "data-testid": "action-error" }, error);
+  // A second cancel of a job already being cancelled kills it at once.
+  const killing = job.requested_action === "cancel";
+  const buttons = job.allowed_actions.filter((name) => !NOT_BUTTONS.has(name)).map((name) => {
+    const look = ACTIONS[name] || { label: name }; // an action this page does not know yet
+    return h("button", { "data-action": name, class: look.danger ? "danger" : "",
+      onclick: () => {
         let body = {};
-        if (a.action === "mark-failed") {
+        if (name === "mark-failed") {
           const reason = window.prompt("Why did it fail?");
           if (!reason) return;
           body = { reason };
         }
-        if (a.action === "cancel" && job.requested_action === "cancel") body = { force: true };
+        if (name === "cancel" && killing) body = { force: true };
         message.textContent = "";
-        try {
-          await api("POST", `/api/training/${job.id}/${a.action}`, body);
-          onDone();
-        } catch (error) {
-          message.textContent = error.message;
-          onDone(false);
-        }
-      } }, a.action === "cancel" && job.requested_action === "cancel" ? "Kill now" : a.label));
+        act(name, body, message);
+      } }, name === "cancel" && killing ? "Kill now" : look.label);
+  });
   return h("section", { class: "card recovery", "data-testid": "recovery" }, h("h2", {}, "Recovery"),
-    buttons.length ? h("div", { class: "buttons" }, buttons) : h("p", { class: "muted" }, "Nothing to do: the job has completed."),
+    buttons.length ? h("div", { class: "buttons" }, buttons)
+      : h("p", { class: "muted" }, job.status === "completed" ? "Nothing to do: the job has completed." : "Nothing to do now."),
     message);
 }
 
-async function jobView(mine, id) {
+function jobFacts(job) {
+  const facts = [
+    ["Kind", job.kind], ["Pool", job.pool], ["GPUs", job.gpus], ["Priority", job.priority + (job.forced ? " (forced)" : "")],
+    ["Queue position", job.queue_position ? `#${job.queue_position}` : "–"],
+    ["Waiting", job.waiting_reason || "–"],
+    ["Attempt", `${job.attempt} of ${job.max_attempts}`], ["Interruptions", `${job.interruptions} of ${job.max_interruptions}`],
+    ["Worker", job.worker ? `${job.worker.name} on GPUs [${job.worker.gpu_ids.join(", ")}]` : "–"],
+    ["Checkpoint", job.checkpoint ? `${job.checkpoint.uri} (step ${job.checkpoint.step ?? "?"})` : "none"],
+    ["Created", when(job.created_at)], ["Started", when(job.started_at)], ["Finished", when(job.finished_at)],
+  ];
+  if (job.termination_reason) {
+    facts.push(["Ended by", job.termination_reason + (job.exit_code !== null ? ` (exit code ${job.exit_code})` : "")
+      + (job.signal !== null ? ` (signal ${job.signal})` : "")]);
+  }
+  if (job.error_message) facts.push(["Error", job.error_message]);
+  return facts;
+}
+
+function eventItem(e) {
+  return h("li", { "data-event": e.id }, when(e.at), " ", h("b", {}, e.action), ` ${e.from_status || "–"} → ${e.to_status} by ${e.actor}`,
+    e.reason ? h("span", { class: "muted" }, ` — ${e.reason}`) : "");
+}
+
+// The job page keeps the events, metric points and log lines it has, and each poll asks
+// only for those after the last it holds (the job itself is small: fetched whole). A
+// navigation to another job runs this again, starting from nothing.
+function jobView(mine, id) {
   const top = h("div", {});
-  const chartBox = h("section", { class: "card" }, h("h2", {}, "Metrics"));
-  const events = h("section", { class: "card" }, h("h2", {}, "Events"));
+  const chartBox = h("section", { class: "card" }, h("h2", {}, "Metrics"), chart([]));
+  const eventList = h("ol", { class: "events", "data-testid": "events" });
+  const events = h("section", { class: "card" }, h("h2", {}, "Events"), eventList);
   const logBox = h("pre", { class: "logs", "data-testid": "logs" });
   const logs = h("section", { class: "card wide" }, h("h2", {}, "Log"), logBox);
   view.replaceChildren(h("p", {}, h("a", { href: "#/jobs" }, "← all jobs")), top, h("div", { class: "grid" }, chartBox, events), logs);
-  let next = 0;
-  let lastError = "";
-  let latest = 0; // an action's refresh can overtake the timer's: only the newest renders
 
-  async function refresh(keepError = true) {
-    const seq = ++latest;
+  let lastEvent = 0; // id of the newest event held
+  let points = []; // oldest first, at most MAX_POINTS
+  let nextLine = 0; // what logs?after= takes next
+  let actionError = ""; // an action's refusal stays on screen until the next action
+
+  async function act(name, body, message) {
     try {
-      const [{ data: job }, { data: ev }, { data: m }, { data: log }] = await Promise.all([
-        api("GET", `/api/training/${id}`), api("GET", `/api/training/${id}/events`),
-        api("GET", `/api/training/${id}/metrics`), api("GET", `/api/training/${id}/logs?after=${next}`)]);
-      if (mine !== routeToken || seq !== latest) return;
-      const previousError = keepError ? (top.querySelector("[data-testid=action-error]") || {}).textContent : "";
-      const facts = [
-        ["Kind", job.kind], ["Pool", job.pool], ["GPUs", job.gpus], ["Priority", job.priority + (job.forced ? " (forced)" : "")],
-        ["Queue position", job.queue_position ? `#${job.queue_position}` : "–"],
-        ["Waiting", job.waiting_reason || "–"],
-        ["Attempt", `${job.attempt} of ${job.max_attempts}`], ["Interruptions", `${job.interruptions} of ${job.max_interruptions}`],
-        ["Worker", job.worker ? `${job.worker.name} on GPUs [${job.worker.gpu_ids.join(", ")}]` : "–"],
-        ["Checkpoint", job.checkpoint ? `${job.checkpoint.uri} (step ${job.checkpoint.step ?? "?"})` : "none"],
-        ["Created", when(job.created_at)], ["Started", when(job.started_at)], ["Finished", when(job.finished_at)],
-      ];
-      if (job.termination_reason) {
-        facts.push(["Ended by", job.termination_reason + (job.exit_code !== null ? ` (exit code ${job.exit_code})` : "")
-          + (job.signal !== null ? ` (signal ${job.signal})` : "")]);
-      }
-      if (job.error_message) facts.push(["Error", job.error_message]);
-      const card = recoveryCard(job, (ok = true) => { if (ok) refresh(false); });
-      top.replaceChildren(
-        h("h1", {}, job.name, " ", badge(job)),
-        h("div", { class: "grid" },
-          h("section", { class: "card" }, h("h2", {}, "Progress"), progressBar(job.progress),
-            h("p", { class: "muted", "data-testid": "progress-message" }, (job.progress && job.progress.message) || ""),
-            h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", { "data-fact": k }, v)]))),
-          card),
-        job.log_tail && job.log_tail.length && job.termination_reason
-          ? h("section", { class: "card wide" }, h("h2", {}, "Last lines"), h("pre", { class: "logs" }, job.log_tail.join("\n"))) : "");
-      if (previousError && keepError) card.querySelector("[data-testid=action-error]").textContent = previousError;
-      chartBox.replaceChildren(h("h2", {}, "Metrics"), chart(m.points));
-      events.replaceChildren(h("h2", {}, "Events"), h("ol", { class: "events", "data-testid": "events" }, ev.items.map((e) =>
-        h("li", {}, when(e.at), " ", h("b", {}, e.action), ` ${e.from_status || "–"} → ${e.to_status} by ${e.actor}`,
-          e.reason ? h("span", { class: "muted" }, ` — ${e.reason}`) : ""))));
-      if (log.lines.length) {
-        const follow = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4;
-        logBox.append(log.lines.map((l) => l.text).join("\n") + "\n");
-        next = log.next;
-        if (follow) logBox.scrollTop = logBox.scrollHeight;
-      }
+      await api("POST", `/api/training/${id}/${name}`, body);
+      actionError = "";
     } catch (error) {
-      if (mine !== routeToken || seq !== latest) return;
-      if (error.status === 404) { view.replaceChildren(h("p", { class: "error" }, "No such job.")); return; }
-      showError(top, error);
+      actionError = message.textContent = error.message;
     }
-    if (mine === routeToken) schedule(refresh);
+    poller.now(); // either way the page is out of date
   }
-  await refresh();
+
+  function load() {
+    const base = `/api/training/${id}`;
+    // Holding no point yet, ask for the newest; after that, for those that follow.
+    const metrics = points.length ? `after=${points[points.length - 1].n}` : `limit=${MAX_POINTS}`;
+    return Promise.all([api("GET", base), api("GET", `${base}/events?after=${lastEvent}`),
+      api("GET", `${base}/metrics?${metrics}`), api("GET", `${base}/logs?after=${nextLine}`)]);
+  }
+
+  function show([{ data: job }, { data: ev }, { data: m }, { data: log }]) {
+    top.replaceChildren(
+      h("h1", {}, job.name, " ", badge(job)),
+      h("div", { class: "grid" },
+        h("section", { class: "card" }, h("h2", {}, "Progress"), progressBar(job.progress),
+          h("p", { class: "muted", "data-testid": "progress-message" }, (job.progress && job.progress.message) || ""),
+          h("dl", { class: "facts" }, jobFacts(job).map(([k, v]) => [h("dt", {}, k), h("dd", { "data-fact": k }, v)]))),
+        recoveryCard(job, actionError, act)),
+      job.log_tail && job.log_tail.length && job.termination_reason
+        ? h("section", { class: "card wide" }, h("h2", {}, "Last lines"), h("pre", { class: "logs" }, job.log_tail.join("\n"))) : "");
+
+    retime(eventList);
+    const newEvents = ev.items.filter((e) => e.id > lastEvent); // sure not to show one twice
+    if (newEvents.length) {
+      eventList.append(...newEvents.map(eventItem));
+      lastEvent = newEvents[newEvents.length - 1].id;
+    }
+
+    const newPoints = m.points.filter((p) => !points.length || p.n > points[points.length - 1].n);
+    if (newPoints.length) {
+      points = points.concat(newPoints).slice(-MAX_POINTS);
+      chartBox.replaceChildren(h("h2", {}, "Metrics"), chart(points));
+    }
+
+    if (log.lines.length) {
+      const follow = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4;
+      logBox.append(log.lines.map((l) => l.text).join("\n") + "\n");
+      if (follow) logBox.scrollTop = logBox.scrollHeight;
+    }
+    nextLine = log.next;
+  }
+
+  function fail(error) {
+    if (error.status === 404) { view.replaceChildren(h("p", { class: "error" }, "No such job.")); return STOP; }
+    showError(top, error);
+  }
+
+  const poller = poll(mine, load, show, fail);
 }
 
-async function queueView(mine) {
+function queueView(mine) {
   const box = h("div", {});
   view.replaceChildren(h("h1", {}, "Queue"), h("p", { class: "muted" }, "Claimable jobs per pool, in the order workers take them."), box);
-  async function refresh() {
-    try {
-      const { data } = await api("GET", "/api/queue");
-      if (mine !== routeToken) return;
-      const pools = Object.entries(data.pools);
-      box.replaceChildren(...(pools.length ? pools.map(([pool, jobs]) => h("section", { class: "card wide" }, h("h2", {}, `Pool ${pool}`),
-        h("table", {}, h("thead", {}, h("tr", {}, ["#", "Name", "GPUs", "Priority", "Why it waits"].map((t) => h("th", {}, t)))),
-          h("tbody", {}, jobs.map((j) => h("tr", {}, h("td", {}, j.position),
-            h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name), j.forced ? h("span", { class: "badge forced" }, "forced") : ""),
-            h("td", {}, j.gpus), h("td", {}, j.priority), h("td", {}, j.waiting_reason || "")))))))
-        : [h("p", { class: "muted" }, "Nothing is waiting.")]));
-    } catch (error) { showError(box, error); }
-    if (mine === routeToken) schedule(refresh);
-  }
-  await refresh();
+  poll(mine, () => api("GET", "/api/queue"), ({ data }) => {
+    const pools = Object.entries(data.pools);
+    box.replaceChildren(...(pools.length ? pools.map(([pool, jobs]) => h("section", { class: "card wide" }, h("h2", {}, `Pool ${pool}`),
+      h("table", {}, h("thead", {}, h("tr", {}, ["#", "Name", "GPUs", "Priority", "Why it waits"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, jobs.map((j) => h("tr", {}, h("td", {}, j.position),
+          h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name), j.forced ? h("span", { class: "badge forced" }, "forced") : ""),
+          h("td", {}, j.gpus), h("td", {}, j.priority), h("td", {}, j.waiting_reason || "")))))))
+      : [h("p", { class: "muted" }, "Nothing is waiting.")]));
+  }, (error) => showError(box, error));
 }
 
-async function workersView(mine) {
+function workersView(mine) {
   const box = h("div", {});
   view.replaceChildren(h("h1", {}, "Workers"), box);
-  async function refresh() {
-    try {
-      const { data } = await api("GET", "/api/workers");
-      if (mine !== routeToken) return;
-      box.replaceChildren(data.items.length ? h("table", {},
-        h("thead", {}, h("tr", {}, ["Name", "Alive", "Pools", "Kinds", "GPUs free", "Devices", "Running", "Heartbeat"].map((t) => h("th", {}, t)))),
-        h("tbody", {}, data.items.map((w) => h("tr", {},
-          h("td", {}, w.name, h("div", { class: "muted" }, w.hostname)),
-          h("td", {}, h("span", { class: `badge ${w.alive ? "running" : "failed"}` }, w.alive ? "alive" : "gone")),
-          h("td", {}, w.pools.join(", ")), h("td", {}, w.kinds.join(", ")),
-          h("td", {}, `${w.gpus.free} of ${w.gpus.total}`),
-          h("td", {}, w.gpus.devices.map((d) => h("div", {}, `${d.id}: ${d.name || "GPU"}`
-            + (typeof d.utilization === "number" ? ` · ${d.utilization}%` : "")
-            + (d.memory_total ? ` · ${(d.memory_used / 2 ** 30).toFixed(1)}/${(d.memory_total / 2 ** 30).toFixed(1)} GiB` : "")))),
-          h("td", {}, w.running_jobs.map((id) => h("div", {}, h("a", { href: `#/jobs/${id}` }, id.slice(0, 8))))),
-          h("td", {}, when(w.last_heartbeat_at))))))
-        : h("p", { class: "muted" }, "No worker has registered."));
-    } catch (error) { showError(box, error); }
-    if (mine === routeToken) schedule(refresh);
-  }
-  await refresh();
+  poll(mine, () => api("GET", "/api/workers"), ({ data }) => {
+    box.replaceChildren(data.items.length ? h("table", {},
+      h("thead", {}, h("tr", {}, ["Name", "Alive", "Pools", "Kinds", "GPUs free", "Devices", "Running", "Heartbeat"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, data.items.map((w) => h("tr", {},
+        h("td", {}, w.name, h("div", { class: "muted" }, w.hostname)),
+        h("td", {}, h("span", { class: `badge ${w.alive ? "running" : "failed"}` }, w.alive ? "alive" : "gone")),
+        h("td", {}, w.pools.join(", ")), h("td", {}, w.kinds.join(", ")),
+        h("td", {}, `${w.gpus.free} of ${w.gpus.total}`),
+        h("td", {}, w.gpus.devices.map((d) => h("div", {}, `${d.id}: ${d.name || "GPU"}`
+          + (typeof d.utilization === "number" ? ` · ${d.utilization}%` : "")
+          + (d.memory_total ? ` · ${(d.memory_used / 2 ** 30).toFixed(1)}/${(d.memory_total / 2 ** 30).toFixed(1)} GiB` : "")))),
+        h("td", {}, w.running_jobs.map((id) => h("div", {}, h("a", { href: `#/jobs/${id}` }, id.slice(0, 8))))),
+        h("td", {}, when(w.last_heartbeat_at))))))
+      : h("p", { class: "muted" }, "No worker has registered."));
+  }, (error) => showError(box, error));
 }
 
 function submitView() {
@@ -346,9 +420,10 @@ function submitView() {
 
 // -- routing ------------------------------------------------------------------------
 
-async function route() {
-  clearTimeout(timer);
-  const mine = ++routeToken;
+function route() {
+  if (polling) polling.stop();
+  polling = null;
+  const mine = ++routeToken; // a poll of an older route sees it is no longer current
   const [, page, id] = (location.hash || "#/jobs").split("/");
   for (const link of document.querySelectorAll("[data-nav]")) {
     link.classList.toggle("active", link.dataset.nav === (page || "jobs"));

@@ -1,6 +1,6 @@
 """How the API is served: the gunicorn command line of ``jobqueue api`` and ``jobqueue up``.
 
-The API benchmark (``benchmarks/api_bench.py``) serves with the same line, so that its
+The API benchmark (``benchmarks/harness/servers.py``) serves with the same line, so that its
 figures are those of what is deployed.
 """
 

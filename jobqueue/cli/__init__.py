@@ -118,16 +118,23 @@ def api(host: str, port: int, processes: int | None, access_log: bool) -> None:
         import tempfile
 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="jobqueue-metrics-")
-    from jobqueue.serving import gunicorn_argv
+    from jobqueue.cli.serving import gunicorn_argv
 
     argv = gunicorn_argv(f"{host}:{port}", processes=processes, access_log=access_log)
     os.execv(sys.executable, argv)
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run the worker daemon of this GPU host (see `jobqueue worker --help`)."""
+    """Run the worker daemon of this GPU host (the options of `python -m worker`).
+
+    Every argument, ``--help`` included, goes to ``python -m worker``: the
+    worker's options live with the worker, which the core does not import.
+    """
     os.execv(sys.executable, [sys.executable, "-m", "worker", *ctx.args])
 
 
@@ -148,7 +155,7 @@ def up(host: str, port: int, data_dir: str | None, demo: bool, gpus: str,
     """Run the whole system here: database, migrations, API + monitor, one worker."""
     from pathlib import Path
 
-    from jobqueue.up import run
+    from jobqueue.cli.up import run
 
     code = run(
         _settings(), host=host, port=port, data_dir=Path(data_dir) if data_dir else None,
@@ -224,8 +231,7 @@ def _action(name: str, call, help: str) -> click.Command:
     @main.command(name=name, help=help)
     @click.argument("job_id", type=click.UUID)
     def command(job_id: UUID, **options: Any) -> None:
-        result = call(_queue(), job_id, _actor(), **options)
-        job = result[0] if isinstance(result, tuple) else result
+        job = call(_queue(), job_id, _actor(), **options)
         click.echo(
             f"{job.id} {job.status.value}"
             + (f" ({job.requested_action} requested)" if job.requested_action else "")

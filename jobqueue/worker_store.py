@@ -31,9 +31,9 @@ from jobqueue.outcomes import (
     after_worker_restart,
     completion,
 )
-from jobqueue.queue import apply_fenced, apply_transition
 from jobqueue.records import Claimed, Job
 from jobqueue.settings import Settings
+from jobqueue.transitions import apply_fenced, apply_transition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,18 +177,22 @@ class WorkerStore:
             "message": progress.message,
             "metrics": dict(progress.metrics) if progress.metrics is not None else None,
         }
+        points = 1 if progress.metrics else 0
         with self.engine.begin() as conn:
-            updated = conn.execute(
-                sql.UPDATE_PROGRESS, {"id": job_id, "token": token, "progress": json.dumps(body)}
-            ).first()
-            if updated is None:
+            newest = conn.execute(
+                sql.UPDATE_PROGRESS,
+                {"id": job_id, "token": token, "progress": json.dumps(body), "points": points},
+            ).scalar_one_or_none()
+            if newest is None:
                 raise LeaseLost(job_id)
-            if progress.metrics:
-                newest = conn.execute(
+            if points:
+                conn.execute(
                     sql.INSERT_METRICS,
-                    {"id": job_id, "step": progress.step, "metrics": json.dumps(body["metrics"])},
-                ).scalar_one()
+                    {"id": job_id, "n": newest, "step": progress.step,
+                     "metrics": json.dumps(body["metrics"])},
+                )  # fmt: skip
                 keep = self.settings.metrics_max_points
+                # This job's own count: a DELETE only once its chart is full.
                 if newest > keep:
                     conn.execute(sql.TRIM_METRICS, {"id": job_id, "newest": newest, "keep": keep})
 

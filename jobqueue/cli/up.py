@@ -23,9 +23,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from jobqueue.cli.serving import gunicorn_argv
 from jobqueue.db import connect_raw, make_engine, normalize_url
+from jobqueue.examples import KINDS_FILE
 from jobqueue.migrate import upgrade
-from jobqueue.serving import gunicorn_argv
 from jobqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,24 +45,9 @@ DEMO_JOBS = (
 
 
 def default_data_dir(settings: Settings) -> Path:
-    """Per-user and persistent; for root a system folder, never root's home (the
-    embedded server runs as its own user and needs read access on the parents)."""
-    if os.geteuid() == 0:
-        return Path("/var/lib/jobqueue/pgdata")
+    """Persistent, beside the worker's state and checkpoints (see
+    :func:`jobqueue.settings.default_state_dir`)."""
     return settings.state_dir / "pgdata"
-
-
-def examples_dir() -> Path:
-    configured = os.environ.get("JOBQUEUE_EXAMPLES_DIR")
-    candidates = [Path(configured)] if configured else []
-    candidates.append(Path(__file__).resolve().parent.parent / "examples")
-    for candidate in candidates:
-        if (candidate / "kinds.toml").is_file():
-            return candidate
-    raise SystemExit(
-        "cannot find the example job kinds (examples/kinds.toml): run from a checkout "
-        "installed with `pip install -e .`, or set JOBQUEUE_EXAMPLES_DIR"
-    )
 
 
 @contextlib.contextmanager
@@ -182,7 +168,7 @@ def run(
         env.setdefault("JOBQUEUE_STATE_DIR", str(settings.state_dir))
         if host in ("127.0.0.1", "localhost", "::1"):
             env.setdefault("JOBQUEUE_AUTH", "off")
-        kinds = examples_dir() / "kinds.toml"
+        kinds = KINDS_FILE
         worker_gpus = _worker_gpus(gpus, virtual_gpus)
         # Two processes are plenty for one person's demo; Ctrl-C should not wait long.
         api = subprocess.Popen(

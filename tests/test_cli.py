@@ -1,0 +1,56 @@
+"""The ``jobqueue`` command line as a user meets it: every subcommand's ``--help``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from jobqueue.cli import main
+from worker.__main__ import main as worker_main
+
+SUBCOMMANDS = sorted(main.commands)
+
+
+def _option_names(command: click.Command) -> list[str]:
+    names = []
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.hidden:
+            names.append(max(param.opts, key=len))
+    return names
+
+
+def _help_of(name: str) -> str:
+    """``jobqueue NAME --help`` as a real process (the worker command execs another)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "jobqueue.cli", name, "--help"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_every_subcommand_is_tested():
+    assert {"api", "worker", "up", "migrate", "prune", "submit", "cancel"} <= set(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("name", [n for n in SUBCOMMANDS if n != "worker"])
+def test_each_subcommand_help_lists_its_options(name):
+    command = main.commands[name]
+    result = CliRunner().invoke(main, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    for option in _option_names(command):
+        assert option in result.output, f"jobqueue {name} --help does not show {option}"
+
+
+def test_worker_help_lists_the_worker_options():
+    text = _help_of("worker")
+    options = _option_names(worker_main)
+    assert {"--gpus", "--kinds", "--virtual-gpus", "--pool"} <= set(options)
+    for option in options:
+        assert option in text, f"jobqueue worker --help does not show {option}:\n{text}"
+    assert "jobqueue worker --help" not in text  # the help is the worker's, not a pointer
