@@ -305,6 +305,15 @@ def alive(pid: int) -> bool:
 SH_IGNORING_TERM = ["sh", "-c", "trap '' TERM; echo ready; sleep 30"]
 
 
+def wait_ready(process: JobProcess, lines) -> None:
+    """Until the job said ``ready``: SIGTERM before its trap is set would end it."""
+    wait_started(process)
+    deadline = time.monotonic() + 10
+    while ("stdout", "ready") not in lines.seen:
+        assert time.monotonic() < deadline, "the job never said it was ready"
+        time.sleep(0.02)
+
+
 def test_job_output_reaches_the_worker_line_by_line_and_exit_code_is_told():
     with supervised(["sh", "-c", "echo out; echo err >&2; echo 'two words'; exit 7"]) as (p, lines):
         ended = p.wait(10)
@@ -351,10 +360,7 @@ def test_worker_gone_stops_the_job_at_once():
 
 def test_stop_asks_politely_then_kills_after_the_grace_period():
     with supervised(SH_IGNORING_TERM, lease=30, grace=1) as (process, lines):
-        wait_started(process)
-        deadline = time.monotonic() + 5
-        while ("stdout", "ready") not in lines.seen and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_ready(process, lines)
         asked = time.monotonic()
         process.stop(StopCause.PAUSE)
         process.stop(StopCause.CANCEL)  # a stronger request replaces a pause
@@ -386,7 +392,8 @@ def test_the_strongest_ask_decides_why_the_job_stopped(asks, decides):
 
 
 def test_kill_ends_a_job_that_ignores_sigterm_at_once():
-    with supervised(SH_IGNORING_TERM, lease=30, grace=30) as (process, _):
+    with supervised(SH_IGNORING_TERM, lease=30, grace=30) as (process, lines):
+        wait_ready(process, lines)
         pid = wait_started(process)
         process.stop(StopCause.CANCEL)
         assert process.wait(1) is None  # SIGTERM is ignored; the grace is 30 s
@@ -418,8 +425,8 @@ def test_grace_outlasts_one_lease_while_the_lease_is_renewed():
 
 
 def test_grace_never_outlasts_the_lease_when_it_is_not_renewed():
-    with supervised(SH_IGNORING_TERM, lease=4, grace=30) as (process, _):
-        wait_started(process)
+    with supervised(SH_IGNORING_TERM, lease=4, grace=30) as (process, lines):
+        wait_ready(process, lines)
         process.lease(4)
         asked = time.monotonic()
         process.stop(StopCause.PAUSE)
