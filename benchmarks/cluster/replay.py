@@ -1,0 +1,573 @@
+"""The real replay: a cluster trace through jobqueue's own claim path.
+
+Where the simulator decides placements by a policy's rules, this runs them: one
+:class:`~jobqueue.runner.SlotRunner` per virtual host (its own
+:class:`~jobqueue.worker_store.WorkerIdentity`, engine and LISTEN connection), jobs
+submitted through :meth:`JobQueue.submit` at their (compressed) trace times, each
+claimed by the real ``claim`` (SKIP LOCKED, the fit rule of :mod:`jobqueue.fit`),
+"run" by a handler that sleeps its compressed duration, and finished through the
+normal fenced finish. What the database recorded is read back on its own clock and
+turned into a :class:`~benchmarks.cluster.schedule.Schedule` of policy ``jobqueue``,
+so that the simulator's metrics judge it line by line.
+
+*Compression* is trace seconds per real second: a job of ``duration_s`` sleeps
+``duration_s / compression`` real seconds, and database times ``t`` come back as
+``(t - t0) * compression`` trace seconds, ``t0`` being the database clock at the
+replay's start instant (when trace time 0 is submitted).
+
+Besides the placements it measures the scheduler's own cost: every claim call of
+every host in real milliseconds with the queue depth at the call
+(:attr:`Schedule.claim_calls`), and in :attr:`Schedule.notes` what claim, finish and
+timer jitter add to each job and how late submits land.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from benchmarks.cluster.schedule import Cluster, Placement, Schedule
+from benchmarks.cluster.trace import TraceJob
+from benchmarks.harness.stats import percentile
+from jobqueue.db import make_engine
+from jobqueue.errors import InvalidTransition
+from jobqueue.outcomes import Exit, StopCause
+from jobqueue.queue import JobQueue
+from jobqueue.records import Claimed
+from jobqueue.runner import SlotRunner
+from jobqueue.settings import Settings
+from jobqueue.specs import JobSpec
+from jobqueue.worker_store import WorkerIdentity, WorkerStore
+
+POLICY = "jobqueue"
+KIND = "trace"
+POOL = "default"
+ACTOR = "replay"
+#: How often the replay asks the database whether every job has finished (real seconds).
+DONE_POLL_S = 0.5
+#: Connections per host engine (claims, finishes from slot threads, lease renewals).
+HOST_POOL_SIZE = 2
+
+_READ_BACK = text("""
+    SELECT j.created_at, j.started_at, j.finished_at, j.worker_name, j.status::text AS status,
+           j.config, j.attempt, j.forced_at,
+           (SELECT count(*) FROM job_events e
+            WHERE e.job_id = j.id AND e.action = 'claim') AS claims
+    FROM jobs j
+    WHERE j.kind = :kind
+""")
+
+_FINISHED = text("SELECT count(*) FROM jobs WHERE kind = :kind AND finished_at IS NOT NULL")
+
+
+class ReplayError(RuntimeError):
+    """The replay did not end as it must: a timeout, or a job not run exactly once."""
+
+
+@dataclasses.dataclass
+class _Depth:
+    """Jobs submitted but not yet started, from the replay's own counters. Thread-safe."""
+
+    submitted: int = 0
+    started: int = 0
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def add_submitted(self, n: int) -> None:
+        with self._lock:
+            self.submitted += n
+
+    def add_started(self, n: int) -> None:
+        with self._lock:
+            self.started += n
+
+    def now(self) -> int:
+        # A claim may start a job between the submit's commit and the submitter's count.
+        with self._lock:
+            return max(0, self.submitted - self.started)
+
+
+class _TimedStore(WorkerStore):
+    """A host's WorkerStore whose claims are timed, with the queue depth at each call."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        depth: _Depth,
+        calls: list[tuple[int, float, int]],
+        calls_lock: threading.Lock,
+    ):
+        super().__init__(engine, settings)
+        self._depth = depth
+        self._calls = calls
+        self._calls_lock = calls_lock
+
+    def claim(self, worker: WorkerIdentity, *, free_gpu_ids: Sequence[int], slots: int):
+        depth = self._depth.now()
+        before = time.perf_counter()
+        claimed = super().claim(worker, free_gpu_ids=free_gpu_ids, slots=slots)
+        ms = (time.perf_counter() - before) * 1000.0
+        self._depth.add_started(len(claimed))
+        with self._calls_lock:
+            self._calls.append((depth, ms, len(claimed)))
+        return claimed
+
+
+def _sleeper(compression: float, abort: threading.Event) -> Callable[[Claimed], Exit]:
+    """The handler: sleep the job's compressed duration; on abort, hand the job back."""
+
+    def run(job: Claimed) -> Exit:
+        seconds = float(job.job.config["duration_s"]) / compression
+        if abort.wait(seconds):
+            return Exit(stopped_for=StopCause.SHUTDOWN)
+        return Exit(exit_code=0)
+
+    return run
+
+
+class _Submitter:
+    """One thread that submits each job at its compressed submit time (and force-starts
+    the forced ones right after their submit)."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        jobs: Sequence[TraceJob],
+        *,
+        start: float,
+        compression: float,
+        depth: _Depth,
+        abort: threading.Event,
+    ):
+        self.queue = queue
+        self.jobs = sorted(jobs, key=lambda j: (j.submit_s, j.index))
+        self.start = start
+        self.compression = compression
+        self.depth = depth
+        self.abort = abort
+        #: trace index → real seconds after the start instant the force-start returned.
+        self.forced_at: dict[int, float] = {}
+        #: trace indices whose force-start was refused (already running or finished).
+        self.force_refused: dict[int, str] = {}
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="replay-submitter", daemon=True)
+
+    def start_thread(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            for job in self.jobs:
+                due = self.start + job.submit_s / self.compression
+                if self.abort.wait(max(0.0, due - time.monotonic())):
+                    return
+                self._submit(job)
+        except Exception as exc:  # handed to the main thread
+            self.error = exc
+            self.abort.set()
+
+    def _submit(self, job: TraceJob) -> None:
+        """Submit one job (and force-start it if it is a forced one)."""
+        spec = JobSpec(
+            name=f"{job.team}/{job.index}",
+            kind=KIND,
+            pool=POOL,
+            gpus=job.gpus,
+            config={"team": job.team, "trace_index": job.index, "duration_s": job.duration_s},
+        )
+        created, _ = self.queue.submit(spec, actor=ACTOR)
+        self.depth.add_submitted(1)
+        if job.forced:
+            try:
+                self.queue.force_start(created.id, actor=ACTOR)
+            except InvalidTransition as exc:  # claimed (or done) before it could be forced
+                self.force_refused[job.index] = str(exc)
+            self.forced_at[job.index] = time.monotonic() - self.start
+
+
+class _HostWake:
+    """Stands in for a runner's ``wakeup`` event in the ordered mode: the runner sets it when
+    one of its jobs has ended, and the dispatcher learns which host to let claim."""
+
+    def __init__(self, host: int, ended: set[int], lock: threading.Lock, any_end: threading.Event):
+        self.host, self._ended, self._lock, self._any = host, ended, lock, any_end
+
+    def set(self) -> None:
+        with self._lock:
+            self._ended.add(self.host)
+        self._any.set()
+
+    def clear(self) -> None:
+        pass
+
+
+class _Dispatcher(_Submitter):
+    """The ordered mode: one thread submits the jobs that are due, then wakes the hosts
+    itself, in index order, as the simulator's ordered twin does: a host whose job ended
+    claims first, then after submits every host in turn; each claims until nothing more
+    fits. The claims are the runners' own (``SlotRunner.claim_once``: the real claim, the
+    real choice rule, the real fenced finish); only the NOTIFY race is replaced."""
+
+    def __init__(self, *args: Any, runners: Sequence[SlotRunner], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.runners = runners
+        self.any_end = threading.Event()
+        self._ended: set[int] = set()
+        self._lock = threading.Lock()
+        for host, runner in enumerate(runners):
+            runner.wakeup = _HostWake(host, self._ended, self._lock, self.any_end)  # type: ignore[assignment]
+
+    def _run(self) -> None:
+        try:
+            pending = list(self.jobs)
+            while not self.abort.is_set():
+                if not pending and self.depth.now() == 0:
+                    return  # every job submitted and claimed; the runners finish them
+                wait = 0.5  # bounded, so that an abort is seen
+                if pending:
+                    due = self.start + pending[0].submit_s / self.compression
+                    wait = min(wait, max(0.0, due - time.monotonic()))
+                self.any_end.wait(wait)
+                self.any_end.clear()
+                with self._lock:  # emptied in place: the hosts' _HostWake hold this set
+                    ended = sorted(self._ended)
+                    self._ended.clear()
+                for host in ended:
+                    self._claim(host)
+                now = time.monotonic()
+                submitted = False
+                while pending and self.start + pending[0].submit_s / self.compression <= now:
+                    self._submit(pending.pop(0))
+                    submitted = True
+                if submitted:
+                    for host in range(len(self.runners)):
+                        self._claim(host)
+        except Exception as exc:  # handed to the main thread
+            self.error = exc
+            self.abort.set()
+
+    def _claim(self, host: int) -> None:
+        while self.runners[host].claim_once():
+            pass
+
+
+def default_timeout_s(jobs: Sequence[TraceJob], compression: float) -> float:
+    """Twice the compressed span of arrivals plus the longest compressed duration, + 60 s."""
+    if not jobs:
+        return 60.0
+    span = max(j.submit_s for j in jobs) / compression
+    longest = max(j.duration_s for j in jobs) / compression
+    return 2.0 * (span + longest) + 60.0
+
+
+def replay(
+    jobs: Sequence[TraceJob],
+    cluster: Cluster,
+    database_url: str,
+    *,
+    compression: float,
+    poll_trace_s: float,
+    wake: str = "notify",
+    settings_overrides: dict | None = None,
+    timeout_s: float | None = None,
+    log: Callable[[str], None] = print,
+) -> Schedule:
+    """Replay ``jobs`` on ``cluster`` through jobqueue against ``database_url`` (migrated,
+    empty); returns the run's :class:`Schedule` in trace seconds.
+
+    ``wake="notify"`` runs the system as deployed: each host a running ``SlotRunner`` woken
+    by NOTIFY on submit, by its own job's end, and every poll, the hosts racing for each
+    job. ``wake="ordered"`` wakes them in index order from one dispatcher instead (see
+    :class:`_Dispatcher`), so the run is deterministic and the simulator's ordered twin
+    must agree with it: the harness's own check.
+
+    Raises :class:`ReplayError` on a timeout (saying how many jobs are left) or when a
+    job did not complete exactly once. Every runner is stopped and every engine
+    disposed on the way out, on errors and Ctrl-C too.
+    """
+    jobs = list(jobs)
+    _check_inputs(jobs, cluster, compression, poll_trace_s)
+    if wake not in ("notify", "ordered"):
+        raise ValueError(f"wake is notify or ordered, not {wake!r}")
+    if not jobs:
+        return Schedule(POLICY, cluster, jobs, [], notes=["no jobs"])
+    longest_real = max(j.duration_s for j in jobs) / compression
+    lease = max(60.0, 3.0 * longest_real)
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "lease_seconds": lease,
+        "heartbeat_seconds": lease / 3.0,
+        "retry_backoff_seconds": 0,
+    }
+    values.update(settings_overrides or {})
+    settings = Settings(**values)
+    timeout = timeout_s if timeout_s is not None else default_timeout_s(jobs, compression)
+    poll_real = poll_trace_s / compression
+
+    depth = _Depth()
+    calls: list[tuple[int, float, int]] = []  # (depth, ms, jobs claimed)
+    calls_lock = threading.Lock()
+    abort = threading.Event()
+    engines: list[Engine] = []
+    runners: list[SlotRunner] = []
+    submitter: _Submitter | None = None
+
+    def engine(name: str, size: int) -> Engine:
+        made = make_engine(database_url, pool_size=size, application_name=f"jobqueue-replay:{name}")
+        engines.append(made)
+        return made
+
+    try:
+        reader = engine("reader", 1)
+        queue = JobQueue(engine("submitter", 2), settings)
+        handler = _sleeper(compression, abort)
+        for h in range(cluster.hosts):
+            identity = WorkerIdentity(
+                name=f"host-{h:02d}",
+                pools=(POOL,),
+                kinds=(KIND,),
+                gpu_ids=tuple(range(cluster.gpus_per_host)),
+            )
+            host_engine = engine(identity.name, HOST_POOL_SIZE)
+            with host_engine.connect() as conn:  # so that no timed claim pays for the connect
+                conn.execute(text("SELECT 1"))
+            store = _TimedStore(host_engine, settings, depth, calls, calls_lock)
+            runner = SlotRunner(
+                store,
+                identity,
+                handler,
+                slots=cluster.gpus_per_host,
+                listen_url=database_url if wake == "notify" else None,
+                poll_seconds=poll_real,
+            )
+            runners.append(runner)
+            if wake == "notify":
+                runner.start()
+
+        start, t0 = _start_instant(reader)
+        log(
+            f"replay: {len(jobs)} jobs on {cluster.hosts} hosts x {cluster.gpus_per_host} GPUs, "
+            f"compression {compression:g}, poll {poll_real:.3f} s real, timeout {timeout:.0f} s"
+        )
+        if wake == "ordered":
+            submitter = _Dispatcher(queue, jobs, start=start, compression=compression,
+                                    depth=depth, abort=abort, runners=runners)  # fmt: skip
+        else:
+            submitter = _Submitter(
+                queue, jobs, start=start, compression=compression, depth=depth, abort=abort
+            )
+        submitter.start_thread()
+        _wait_until_done(reader, submitter, len(jobs), start + timeout, timeout, log)
+        wall = time.monotonic() - start
+        rows = _read_back(reader)
+    finally:
+        abort.set()  # stops the submitter's waits and any handler still sleeping
+        if submitter is not None:
+            submitter.join(10.0)
+        for runner in runners:
+            try:
+                runner.stop()
+            except Exception as exc:  # stop the others all the same
+                log(f"replay: stopping {runner.worker.name} failed: {exc!r}")
+        for made in engines:
+            made.dispose()
+
+    placements, real = _placements(jobs, rows, t0, compression)
+    with calls_lock:
+        timed = list(calls)
+    claim_calls = [(depth_, ms) for depth_, ms, _ in timed]
+    notes = _notes(
+        jobs, real, submitter, timed, wake=wake,
+        compression=compression, poll_trace_s=poll_trace_s, poll_real=poll_real, wall=wall,
+    )  # fmt: skip
+    for note in notes:
+        log(f"replay: {note}")
+    return Schedule(POLICY, cluster, jobs, placements, claim_calls=claim_calls, notes=notes)
+
+
+def _check_inputs(
+    jobs: Sequence[TraceJob], cluster: Cluster, compression: float, poll_trace_s: float
+) -> None:
+    if compression <= 0:
+        raise ValueError(f"compression must be positive, not {compression}")
+    if poll_trace_s <= 0:
+        raise ValueError(f"poll_trace_s must be positive, not {poll_trace_s}")
+    if cluster.hosts < 1 or cluster.hosts > 100:
+        raise ValueError(f"between 1 and 100 hosts, not {cluster.hosts}")
+    indices = [j.index for j in jobs]
+    if len(set(indices)) != len(indices):
+        raise ValueError("trace indices must be unique")
+    too_big = [j.index for j in jobs if not 0 <= j.gpus <= cluster.gpus_per_host]
+    if too_big:
+        raise ValueError(f"jobs {too_big[:10]} need more GPUs than a host has")
+    early = [j.index for j in jobs if j.submit_s < 0]
+    if early:
+        raise ValueError(f"jobs {early[:10]} are submitted before trace time 0")
+
+
+def _start_instant(reader: Engine) -> tuple[float, datetime]:
+    """The start instant on the monotonic clock and the database clock at it."""
+    with reader.connect() as conn:
+        conn.execute(text("SELECT 1"))  # the connection is open: time only the clock read
+        before = time.monotonic()
+        t0 = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+        after = time.monotonic()
+    return (before + after) / 2.0, t0
+
+
+def _wait_until_done(
+    reader: Engine,
+    submitter: _Submitter,
+    n: int,
+    deadline: float,
+    timeout: float,
+    log: Callable[[str], None],
+) -> None:
+    last_report = time.monotonic()
+    while True:
+        if submitter.error is not None:
+            raise ReplayError(f"submitting failed: {submitter.error!r}") from submitter.error
+        submitting = submitter.alive()
+        with reader.connect() as conn:
+            finished = conn.execute(_FINISHED, {"kind": KIND}).scalar_one()
+        if not submitting and finished >= n:
+            return
+        now = time.monotonic()
+        if now > deadline:
+            raise ReplayError(
+                f"timed out after {timeout:.0f} s: {n - finished} of {n} jobs left unfinished"
+            )
+        if now - last_report >= 10.0:
+            log(f"replay: {finished}/{n} jobs finished")
+            last_report = now
+        time.sleep(DONE_POLL_S)
+
+
+def _read_back(reader: Engine) -> list[dict[str, Any]]:
+    with reader.connect() as conn:
+        return [dict(r) for r in conn.execute(_READ_BACK, {"kind": KIND}).mappings()]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Real:
+    """One job's times in real seconds after the start instant (the database clock)."""
+
+    created: float
+    started: float
+    finished: float
+    forced: float | None
+
+
+def _placements(
+    jobs: Sequence[TraceJob], rows: list[dict[str, Any]], t0: datetime, compression: float
+) -> tuple[list[Placement], dict[int, _Real]]:
+    """Each job's placement in trace seconds, after checking it ran exactly once."""
+    by_index = {j.index: j for j in jobs}
+    seen: dict[int, dict[str, Any]] = {}
+    problems: list[str] = []
+    for row in rows:
+        index = int(row["config"]["trace_index"])
+        if index in seen or index not in by_index:
+            problems.append(f"job {index}: submitted more than once or not in the trace")
+            continue
+        seen[index] = row
+        if row["status"] != "completed":
+            problems.append(f"job {index}: {row['status']}, not completed")
+        elif row["claims"] != 1 or row["attempt"] != 1:
+            problems.append(
+                f"job {index}: claimed {row['claims']} times (attempt {row['attempt']}), "
+                "not exactly once"
+            )
+    missing = sorted(set(by_index) - set(seen))
+    if missing:
+        problems.append(f"jobs {missing[:10]} are not in the database")
+    if problems:
+        raise ReplayError(
+            f"{len(problems)} jobs did not run exactly once: " + "; ".join(problems[:10])
+        )
+
+    def real(t: datetime | None) -> float | None:
+        return None if t is None else (t - t0).total_seconds()
+
+    placements: list[Placement] = []
+    times: dict[int, _Real] = {}
+    for index in sorted(seen):
+        row = seen[index]
+        r = _Real(real(row["created_at"]), real(row["started_at"]), real(row["finished_at"]),
+                  real(row["forced_at"]))  # fmt: skip
+        times[index] = r
+        placements.append(
+            Placement(
+                job=index,
+                host=int(row["worker_name"].split("-")[1]),
+                start_s=r.started * compression,
+                end_s=r.finished * compression,
+            )
+        )
+    return placements, times
+
+
+def _notes(
+    jobs: Sequence[TraceJob],
+    real: dict[int, _Real],
+    submitter: _Submitter | None,
+    claim_calls: list[tuple[int, float, int]],
+    *,
+    wake: str,
+    compression: float,
+    poll_trace_s: float,
+    poll_real: float,
+    wall: float,
+) -> list[str]:
+    by_index = {j.index: j for j in jobs}
+    overhead = [
+        (r.finished - r.started) - by_index[i].duration_s / compression for i, r in real.items()
+    ]
+    lag = [r.created - by_index[i].submit_s / compression for i, r in real.items()]
+    ms = [m for _, m, _ in claim_calls]
+    empty = sum(1 for _, _, n in claim_calls if n == 0)
+    notes = [
+        f"compression {compression:g} trace s per real s; wall {wall:.1f} s real "
+        f"({wall * compression:.0f} trace s)",
+        (f"poll {poll_real:.3f} s real = {poll_trace_s:g} s trace (hosts also wake on NOTIFY)"
+         if wake == "notify" else "hosts woken in index order by one dispatcher (no polls)"),
+        f"median overhead per job (run time minus compressed duration) "
+        f"{statistics.median(overhead) * 1000:.1f} ms real, max {max(overhead) * 1000:.1f} ms",
+        f"median lag from scheduled submit to created_at {statistics.median(lag) * 1000:.1f} ms "
+        f"real, max {max(lag) * 1000:.1f} ms",
+    ]
+    if ms:
+        notes.append(
+            f"{len(ms)} claim calls for {len(jobs)} jobs ({empty} claimed nothing): "
+            f"p50 {percentile(ms, 50):.2f} ms, p99 {percentile(ms, 99):.2f} ms, "
+            f"max {max(ms):.2f} ms real"
+        )
+    if submitter is not None:
+        for index in sorted(submitter.forced_at):
+            r = real[index]
+            refused = submitter.force_refused.get(index)
+            forced = r.forced if r.forced is not None else submitter.forced_at[index]
+            notes.append(
+                f"job {index} submitted at {r.created * compression:.2f} trace s, "
+                + (
+                    f"force-start refused ({refused})"
+                    if refused
+                    else f"forced at {forced * compression:.2f}"
+                )
+                + f", started at {r.started * compression:.2f}"
+            )
+    return notes
