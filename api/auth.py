@@ -1,22 +1,29 @@
 """Bearer tokens with roles (SPEC §3, §5).
 
-``JOBQUEUE_API_TOKENS`` holds comma-separated ``role:token`` or
-``name:role:token`` entries. Tokens are compared in constant time and never
-logged or shown; the actor recorded in events is the token's name, or its
-role when it has none.
+``JOBQUEUE_API_TOKENS`` holds comma-separated ``role:token``,
+``name:role:token`` or ``team/name:role:token`` entries. Tokens are compared in
+constant time and never logged or shown; the actor recorded in events (and a
+job's owner) is the token's name, or its role when it has none. A token's team
+(``default`` when it names none) is the team its jobs belong to and the only
+one whose jobs an operator may act on; an admin acts on every team's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hmac
+import re
 
 from flask import g, request
 
 from api.errors import ApiError
+from jobqueue.specs import DEFAULT_TEAM
 
 ROLES = ("viewer", "operator", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
+
+
+_TEAM = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +31,7 @@ class Token:
     name: str | None
     role: str
     secret: str = dataclasses.field(repr=False)
+    team: str = DEFAULT_TEAM
 
     @property
     def actor(self) -> str:
@@ -51,7 +59,15 @@ def parse_tokens(raw: str) -> list[Token]:
             )
         if not secret:
             raise ValueError(f"JOBQUEUE_API_TOKENS entry {number} has an empty token")
-        tokens.append(Token(name or None, role, secret))
+        team = DEFAULT_TEAM
+        if name and "/" in name:
+            team, name = name.split("/", 1)
+            if not _TEAM.match(team) or not name:
+                raise ValueError(
+                    f"JOBQUEUE_API_TOKENS entry {number}: team/name needs a team of letters, "
+                    "digits and ._- and a name"
+                )
+        tokens.append(Token(name or None, role, secret, team))
     return tokens
 
 
@@ -102,6 +118,8 @@ def required_role(method: str, path: str) -> str | None:
         return None
     if path.startswith("/api/admin/"):
         return "admin"
+    if path.startswith("/api/teams") and method not in ("GET", "HEAD", "OPTIONS"):
+        return "admin"
     if method in ("GET", "HEAD", "OPTIONS"):
         return "viewer"
     return "operator"
@@ -109,3 +127,7 @@ def required_role(method: str, path: str) -> str | None:
 
 def actor() -> str:
     return g.token.actor
+
+
+def token() -> Token:
+    return g.token

@@ -16,6 +16,7 @@ from jobqueue.errors import (
     InvalidTransition,
     JobNotFound,
     JobqueueError,
+    OtherTeam,
 )
 from jobqueue.specs import ConfigTooLarge, Unstorable
 
@@ -91,6 +92,11 @@ def register(app: Flask) -> None:
     def _idempotency(exc: IdempotencyConflict):
         details = {"idempotency_key": exc.key, "id": str(exc.job_id)}
         return error_response(409, "idempotency_conflict", str(exc), details)
+
+    @app.errorhandler(OtherTeam)
+    def _other_team(exc: OtherTeam):
+        details = {"id": str(exc.job_id), "job_team": exc.job_team, "team": exc.team}
+        return error_response(403, "forbidden", str(exc), details)
 
     @app.errorhandler(InvalidCursor)
     def _cursor(exc: InvalidCursor):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from api.auth import actor
+from api.auth import actor, token
 from api.errors import ApiError
 from api.requests import int_arg, job_id, json_body, str_arg
 from jobqueue.queue import JobQueue
@@ -17,6 +17,14 @@ bp = Blueprint("jobs", __name__, url_prefix="/api/training")
 
 def _queue() -> JobQueue:
     return current_app.extensions["jobqueue"]
+
+
+def _acting() -> JobQueue:
+    """The queue as the caller may change it: an admin's every team, an operator's own."""
+    caller = token()
+    if caller.role == "admin":
+        return _queue()
+    return _queue().for_team(caller.team)
 
 
 def _count(action: str) -> None:
@@ -37,6 +45,12 @@ def _acted(action: str, job: Job):
 @bp.post("")
 def submit():
     spec = json_body(JobSpec)
+    caller = token()
+    if spec.team is None:
+        spec = spec.model_copy(update={"team": caller.team})
+    elif spec.team != caller.team and caller.role != "admin":
+        raise ApiError(403, "forbidden", f"this token submits for team {caller.team}, "
+                       f"not {spec.team}", team=caller.team, job_team=spec.team)  # fmt: skip
     job, created = _queue().submit(spec, actor=actor())
     if created:
         _count("submit")
@@ -55,6 +69,7 @@ def list_jobs():
     jobs, next_cursor = _queue().list_jobs(
         statuses=statuses or None,
         pool=str_arg("pool"),
+        team=str_arg("team"),
         name_contains=str_arg("q"),
         limit=int_arg("limit", 50, low=1, high=200),
         cursor=str_arg("cursor"),
@@ -70,7 +85,7 @@ def get_job(raw_id: str):
 @bp.patch("/<raw_id>")
 def patch_job(raw_id: str):
     patch = json_body(JobPatch)
-    job = _queue().patch(job_id(raw_id), actor=actor(), priority=patch.priority, pool=patch.pool)
+    job = _acting().patch(job_id(raw_id), actor=actor(), priority=patch.priority, pool=patch.pool)
     _count("patch")
     return _job(job)
 
@@ -101,43 +116,43 @@ def metrics(raw_id: str):
 @bp.post("/<raw_id>/release")
 def release(raw_id: str):
     json_body(EmptyBody, optional=True)
-    return _acted("release", _queue().release(job_id(raw_id), actor=actor()))
+    return _acted("release", _acting().release(job_id(raw_id), actor=actor()))
 
 
 @bp.post("/<raw_id>/force-start")
 def force_start(raw_id: str):
     json_body(EmptyBody, optional=True)
-    return _acted("force-start", _queue().force_start(job_id(raw_id), actor=actor()))
+    return _acted("force-start", _acting().force_start(job_id(raw_id), actor=actor()))
 
 
 @bp.post("/<raw_id>/pause")
 def pause(raw_id: str):
     body = json_body(EmptyBody, optional=True)
-    return _acted("pause", _queue().pause(job_id(raw_id), actor=actor(), reason=body.reason))
+    return _acted("pause", _acting().pause(job_id(raw_id), actor=actor(), reason=body.reason))
 
 
 @bp.post("/<raw_id>/resume")
 def resume(raw_id: str):
     json_body(EmptyBody, optional=True)
-    return _acted("resume", _queue().resume(job_id(raw_id), actor=actor()))
+    return _acted("resume", _acting().resume(job_id(raw_id), actor=actor()))
 
 
 @bp.post("/<raw_id>/cancel")
 def cancel(raw_id: str):
     body = json_body(CancelBody, optional=True)
-    outcome = _queue().cancel(job_id(raw_id), actor=actor(), force=body.force, reason=body.reason)
+    outcome = _acting().cancel(job_id(raw_id), actor=actor(), force=body.force, reason=body.reason)
     return _acted("cancel", outcome)
 
 
 @bp.post("/<raw_id>/mark-failed")
 def mark_failed(raw_id: str):
     body = json_body(MarkFailedBody)
-    outcome = _queue().mark_failed(job_id(raw_id), actor=actor(), reason=body.reason)
+    outcome = _acting().mark_failed(job_id(raw_id), actor=actor(), reason=body.reason)
     return _acted("mark-failed", outcome)
 
 
 @bp.post("/<raw_id>/retry")
 def retry(raw_id: str):
     body = json_body(RetryBody, optional=True)
-    job = _queue().retry(job_id(raw_id), actor=actor(), from_checkpoint=body.from_checkpoint)
+    job = _acting().retry(job_id(raw_id), actor=actor(), from_checkpoint=body.from_checkpoint)
     return _acted("retry", job)

@@ -10,7 +10,15 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api import schemas
-from jobqueue.specs import CancelBody, EmptyBody, JobPatch, JobSpec, MarkFailedBody, RetryBody
+from jobqueue.specs import (
+    CancelBody,
+    EmptyBody,
+    JobPatch,
+    JobSpec,
+    MarkFailedBody,
+    RetryBody,
+    TeamSpec,
+)
 from jobqueue.states import JobStatus
 
 REF = "#/components/schemas/{model}"
@@ -46,6 +54,7 @@ ROUTES: tuple[Route, ...] = (
                  "enum": [s.value for s in JobStatus]}}, "only these statuses",
                  style="form", explode=True),
               _q("pool", {"type": "string"}, "only this pool"),
+              _q("team", {"type": "string"}, "only this team's jobs"),
               _q("q", {"type": "string"}, "name contains (case-insensitive)"),
               _q("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
                  "page size"),
@@ -87,6 +96,10 @@ ROUTES: tuple[Route, ...] = (
           errors=(401, 403)),
     Route("get", "/api/workers", "Workers, their GPUs and running jobs",
           {200: schemas.WorkerList}, errors=(401, 403)),
+    Route("get", "/api/teams", "Teams with their fair-share weight and GPU quotas",
+          {200: schemas.TeamList}, errors=(401, 403)),
+    Route("put", "/api/teams/{team}", "Create or change a team (admin)", {200: schemas.Team},
+          body=TeamSpec, body_required=True, errors=(400, 401, 403, 413, 415)),
     Route("post", "/api/admin/prune", "Delete finished jobs older than a cut-off",
           {200: schemas.Pruned},
           query=(_q("older_than_days", {"type": "number", "minimum": 0, "maximum": 36500},
@@ -148,6 +161,9 @@ def _operation(route: Route) -> dict[str, Any]:
     if "{id}" in route.path:
         parameters.insert(0, {"name": "id", "in": "path", "required": True,
                               "schema": {"type": "string", "format": "uuid"}})  # fmt: skip
+    if "{team}" in route.path:
+        name = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"}
+        parameters.insert(0, {"name": "team", "in": "path", "required": True, "schema": name})
     if parameters:
         operation["parameters"] = parameters
     if route.body is not None:

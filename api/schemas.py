@@ -50,6 +50,8 @@ class Job(_Out):
     config: dict[str, Any]
     status: Status
     pool: str
+    team: str
+    owner: str
     gpus: int
     priority: int
     forced: bool
@@ -173,6 +175,18 @@ class Worker(_Out):
 
 class WorkerList(_Out):
     items: list[Worker]
+
+
+class Team(_Out):
+    name: str
+    share: float
+    quota_gpus: dict[str, int | None]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TeamList(_Out):
+    items: list[Team]
 
 
 class Pruned(_Out):

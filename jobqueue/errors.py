@@ -50,6 +50,18 @@ class IdempotencyConflict(JobqueueError):
         self.job_id = job_id
 
 
+class OtherTeam(JobqueueError):
+    """An operator acted on a job of a team that is not its own."""
+
+    code = "forbidden"
+
+    def __init__(self, job_id: UUID | str, job_team: str, team: str):
+        super().__init__(f"job {job_id} belongs to team {job_team}; this token acts for {team}")
+        self.job_id = job_id
+        self.job_team = job_team
+        self.team = team
+
+
 class InvalidCursor(JobqueueError):
     code = "bad_cursor"
 

@@ -8,18 +8,19 @@ job's worker carries out (a trigger NOTIFYs it).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Engine
 
 from jobqueue import sql
-from jobqueue.errors import IdempotencyConflict, JobNotFound
+from jobqueue.errors import IdempotencyConflict, JobNotFound, OtherTeam
 from jobqueue.outcomes import for_action
 from jobqueue.reads import Reads
-from jobqueue.records import Job
+from jobqueue.records import Job, Team
 from jobqueue.settings import Settings
-from jobqueue.specs import JobSpec, config_json
+from jobqueue.specs import DEFAULT_TEAM, JobSpec, TeamSpec, config_json
 from jobqueue.states import Action, Cause, JobStatus
 from jobqueue.transitions import apply_transition, record_event
 
@@ -27,13 +28,22 @@ from jobqueue.transitions import apply_transition, record_event
 class JobQueue(Reads):
     """The queue as people and their tools use it. Safe to share between threads."""
 
-    def __init__(self, engine: Engine, settings: Settings):
+    def __init__(self, engine: Engine, settings: Settings, *, team_only: str | None = None):
         super().__init__(engine, settings)
+        #: Set: actions on jobs of any other team are refused (:class:`OtherTeam`).
+        self.team_only = team_only
+
+    def for_team(self, team: str) -> JobQueue:
+        """The same queue acting for one team: what an operator's token may do."""
+        return JobQueue(self.engine, self.settings, team_only=team)
 
     # -- submit ---------------------------------------------------------------
 
     def submit(self, spec: JobSpec, *, actor: str) -> tuple[Job, bool]:
-        """Add a job; returns it and whether it was created (False: a repeated key)."""
+        """Add a job; returns it and whether it was created (False: a repeated key).
+
+        ``actor`` becomes its owner; its team is the spec's, else ``default``.
+        """
         status = JobStatus.PENDING if spec.hold else JobStatus.QUEUED
         params = {
             "name": spec.name,
@@ -41,6 +51,8 @@ class JobQueue(Reads):
             "config": config_json(spec.config),
             "status": status.value,
             "pool": spec.pool,
+            "team": spec.team or DEFAULT_TEAM,
+            "owner": actor,
             "gpus": spec.gpus,
             "priority": spec.priority,
             "not_before": spec.not_before,
@@ -64,6 +76,17 @@ class JobQueue(Reads):
             job = Job.from_row(row)
             record_event(conn, job.id, None, status, Cause.SUBMIT.value, actor, None)
             return self._one_with_wait(conn, job), True
+
+    # -- teams ----------------------------------------------------------------
+
+    def set_team(self, name: str, spec: TeamSpec) -> Team:
+        """Create or change a team's share and quotas."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sql.UPSERT_TEAM,
+                {"name": name, "share": spec.share, "quota": json.dumps(spec.quota_gpus)},
+            ).mappings().one()
+        return Team(**row)
 
     # -- actions --------------------------------------------------------------
 
@@ -110,6 +133,8 @@ class JobQueue(Reads):
             if row is None:
                 raise JobNotFound(job_id)
             job = Job.from_row(row)
+            if self.team_only is not None and job.team != self.team_only:
+                raise OtherTeam(job.id, job.team, self.team_only)
             transition = for_action(
                 job, action, actor=actor, lease_valid=bool(row["lease_valid"]), **options
             )

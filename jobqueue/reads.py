@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine
 
 from jobqueue import sql
 from jobqueue.errors import InvalidCursor, JobNotFound
-from jobqueue.records import Event, Job, LogLine, MetricPoint, WorkerInfo
+from jobqueue.records import Event, Job, LogLine, MetricPoint, Team, WorkerInfo
 from jobqueue.settings import Settings
 from jobqueue.states import JobStatus
 from jobqueue.waiting import LiveWorker, QueueEntry, waiting_reason
@@ -52,6 +52,7 @@ class Reads:
         *,
         statuses: Sequence[str] | None = None,
         pool: str | None = None,
+        team: str | None = None,
         name_contains: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
@@ -61,6 +62,7 @@ class Reads:
         query = sql.list_jobs(
             statuses=statuses,
             pool=pool,
+            team=team,
             name_contains=name_contains,
             before=before,
             limit=limit + 1,
@@ -111,6 +113,11 @@ class Reads:
             }
             oldest = {r.pool: r.age_seconds for r in conn.execute(sql.OLDEST_QUEUED)}
         return QueueStats(jobs=counts, oldest_queued_seconds=oldest)
+
+    def teams(self) -> list[Team]:
+        """Every team an admin has set, by name (others have share 1 and no quota)."""
+        with self._reading() as conn:
+            return [Team(**r) for r in conn.execute(sql.TEAMS).mappings()]
 
     def workers(self) -> list[WorkerInfo]:
         with self._reading() as conn:

@@ -12,7 +12,8 @@ from jobqueue.states import JobStatus, allowed_actions
 
 #: Fields of the job object in SPEC §3, in the order the API shows them.
 PUBLIC_FIELDS = (
-    "id", "name", "kind", "config", "status", "pool", "gpus", "priority", "forced",
+    "id", "name", "kind", "config", "status", "pool", "team", "owner", "gpus", "priority",
+    "forced",
     "queue_position", "waiting_reason", "not_before", "attempt", "max_attempts",
     "interruptions", "max_interruptions", "progress", "checkpoint", "worker",
     "requested_action", "termination_reason", "exit_code", "signal", "error_message",
@@ -31,6 +32,8 @@ class Job:
     config: dict[str, Any]
     status: JobStatus
     pool: str
+    team: str
+    owner: str
     gpus: int
     priority: int
     forced_at: datetime | None
@@ -170,6 +173,20 @@ class MetricPoint:
     step: int | None
     at: datetime
     metrics: dict[str, Any]
+
+    def public(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Team:
+    """A team's row: its fair-share weight and GPU quota per pool (None: no quota)."""
+
+    name: str
+    share: float
+    quota_gpus: dict[str, int | None]
+    created_at: datetime
+    updated_at: datetime
 
     def public(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -63,6 +64,9 @@ jobs = Table(
     Column("config", JSONB, nullable=False),
     Column("status", job_status, nullable=False),
     Column("pool", Text, nullable=False),
+    # Whose job it is: the team it counts against, and who submitted it.
+    Column("team", Text, nullable=False, server_default=text("'default'")),
+    Column("owner", Text, nullable=False, server_default=text("''")),
     Column("gpus", Integer, nullable=False),
     Column("priority", Integer, nullable=False),
     # Set by force-start; forced jobs are claimed first, in the order forced.
@@ -156,6 +160,7 @@ Index(
     postgresql_where=text("status = 'queued'"),
 )
 Index("ix_jobs_created", jobs.c.created_at.desc(), jobs.c.id.desc())
+Index("ix_jobs_team_created", jobs.c.team, jobs.c.created_at.desc(), jobs.c.id.desc())
 Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at.desc(), jobs.c.id.desc())
 Index(
     "ix_jobs_lease_expiry",
@@ -205,6 +210,20 @@ job_metrics = Table(
     Column("metrics", JSONB, nullable=False),
 )
 Index("ix_job_metrics_job_n", job_metrics.c.job_id, job_metrics.c.n, unique=True)
+
+# What admins set per team; a team without a row has share 1 and no quota.
+teams = Table(
+    "teams",
+    metadata,
+    Column("name", Text, primary_key=True),
+    # Its weight in fair share (Slurm's shares): a team of share 2 is owed twice as much.
+    Column("share", Float, nullable=False, server_default=text("1")),
+    # GPUs it may hold at once, per pool ({"a100": 16}); a pool left out: no quota.
+    Column("quota_gpus", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    _ts("created_at", nullable=False, server_default=text("now()")),
+    _ts("updated_at", nullable=False, server_default=text("now()")),
+    CheckConstraint("share > 0", name="ck_teams_share_positive"),
+)
 
 workers = Table(
     "workers",

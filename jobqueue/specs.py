@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -28,6 +29,19 @@ Kind = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"
 PoolName = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
 ]
+TeamName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+]
+#: The team of a job submitted by a caller that names none.
+DEFAULT_TEAM = "default"
+_TEAM_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+def check_team_name(name: str) -> str:
+    """A team's name as a path segment or argument: 1-100 letters, digits and ._-."""
+    if not _TEAM_NAME.match(name):
+        raise ValueError(f"{name!r} is not a team name (1-100 letters, digits and ._-)")
+    return name
 
 
 #: Deepest nesting of objects and arrays a request may have (configs are far shallower).
@@ -85,6 +99,8 @@ class JobSpec(_Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     gpus: int = Field(default=1, ge=0, le=64)
     pool: PoolName = "default"
+    #: None: the submitting token's team, else ``default``.
+    team: TeamName | None = None
     priority: int = Field(default=50, ge=0, le=100)
     max_attempts: int = Field(default=3, ge=1, le=100)
     max_interruptions: int = Field(default=10, ge=0, le=1000)
@@ -124,6 +140,17 @@ class JobSpec(_Strict):
         """Identifies the request, so a reused idempotency key with another body is caught."""
         body = self.model_dump(mode="json")
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class TeamSpec(_Strict):
+    """What an admin sets for a team (``PUT /api/teams/{team}``)."""
+
+    #: Its weight in fair share; a team of share 2 is owed twice the GPU time of share 1.
+    share: float = Field(default=1.0, gt=0, le=1_000_000)
+    #: GPUs the team may hold at once per pool; a pool left out, or null: no quota.
+    quota_gpus: dict[PoolName, Annotated[int, Field(ge=0, le=100_000)] | None] = Field(
+        default_factory=dict
+    )
 
 
 class JobPatch(_Strict):

@@ -33,13 +33,25 @@ from jobqueue.states import JobStatus
 
 # Submit a job; with an idempotency_key already used, inserts nothing.
 INSERT_JOB = text("""
-    INSERT INTO jobs (name, kind, config, status, pool, gpus, priority, queued_at, not_before,
-                      max_attempts, max_interruptions, idempotency_key, request_fingerprint)
-    VALUES (:name, :kind, CAST(:config AS jsonb), CAST(:status AS job_status), :pool, :gpus,
-            :priority, now(), :not_before, :max_attempts, :max_interruptions,
+    INSERT INTO jobs (name, kind, config, status, pool, team, owner, gpus, priority, queued_at,
+                      not_before, max_attempts, max_interruptions, idempotency_key,
+                      request_fingerprint)
+    VALUES (:name, :kind, CAST(:config AS jsonb), CAST(:status AS job_status), :pool, :team,
+            :owner, :gpus, :priority, now(), :not_before, :max_attempts, :max_interruptions,
             :idempotency_key, :request_fingerprint)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
+""")
+
+# Every team row, by name.
+TEAMS = text("SELECT name, share, quota_gpus, created_at, updated_at FROM teams ORDER BY name")
+
+# Create or change a team's row.
+UPSERT_TEAM = text("""
+    INSERT INTO teams (name, share, quota_gpus) VALUES (:name, :share, CAST(:quota AS jsonb))
+    ON CONFLICT (name) DO UPDATE
+    SET share = EXCLUDED.share, quota_gpus = EXCLUDED.quota_gpus, updated_at = now()
+    RETURNING name, share, quota_gpus, created_at, updated_at
 """)
 
 # The job holding an idempotency key.
@@ -456,6 +468,7 @@ def list_jobs(
     name_contains: str | None,
     before: tuple[Any, UUID] | None,
     limit: int,
+    team: str | None = None,
 ) -> Select:
     """Newest first, filtered; ``before`` is the (created_at, id) of the last row seen."""
     query = select(jobs)
@@ -463,6 +476,8 @@ def list_jobs(
         query = query.where(jobs.c.status.in_(list(statuses)))
     if pool is not None:
         query = query.where(jobs.c.pool == pool)
+    if team is not None:
+        query = query.where(jobs.c.team == team)
     if name_contains:
         escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(jobs.c.name.ilike(f"%{escaped}%", escape="\\"))

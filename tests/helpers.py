@@ -70,6 +70,8 @@ RESPONSE_MODELS: list[tuple[str, re.Pattern[str], type[BaseModel]]] = [
         ("GET", r"/api/queue", schemas.Queue),
         ("GET", r"/api/workers", schemas.WorkerList),
         ("POST", r"/api/admin/prune", schemas.Pruned),
+        ("GET", r"/api/teams", schemas.TeamList),
+        ("PUT", r"/api/teams/[^/]+", schemas.Team),
     ]
 ]
 
@@ -180,11 +182,14 @@ class Api:
     def patch(self, path: str, **kwargs: Any) -> TestResponse:
         return self.request("PATCH", path, **kwargs)
 
-    def submit(self, **overrides: Any) -> dict[str, Any]:
+    def put(self, path: str, **kwargs: Any) -> TestResponse:
+        return self.request("PUT", path, **kwargs)
+
+    def submit(self, *, token: str | None = _MISSING, **overrides: Any) -> dict[str, Any]:
         """Submit a job (name ``resnet``, kind ``train``); returns the 201 job object."""
         body: dict[str, Any] = {"name": "resnet", "kind": "train", "config": {"lr": 0.1}}
         body.update(overrides)
-        return job_of(self.post("/api/training", json=body), 201)
+        return job_of(self.post("/api/training", json=body, token=token), 201)
 
     def job(self, job_id: str | UUID) -> dict[str, Any]:
         return job_of(self.get(f"/api/training/{job_id}"), 200)

@@ -20,7 +20,8 @@ PROGRESS = {"fraction": FIELD, "step": FIELD, "message": FIELD, "metrics": FIELD
             "updated_at": FIELD}  # fmt: skip
 JOB = {
     **dict.fromkeys([
-        "id", "name", "kind", "config", "status", "pool", "gpus", "priority", "forced",
+        "id", "name", "kind", "config", "status", "pool", "team", "owner", "gpus", "priority",
+        "forced",
         "queue_position", "waiting_reason", "not_before", "attempt", "max_attempts",
         "interruptions", "max_interruptions", "requested_action", "termination_reason",
         "exit_code", "signal", "error_message", "log_tail", "idempotency_key", "created_at",
@@ -41,6 +42,7 @@ WORKER = {
     "gpus": {"total": FIELD, "free": FIELD, "devices": [DEVICE]},
 }  # fmt: skip
 ERROR = {"error": {"code": FIELD, "message": FIELD, "details": FIELD}}
+TEAM = dict.fromkeys(["name", "share", "quota_gpus", "created_at", "updated_at"])
 ANY_KEY = "*"  # an object's values, whatever their keys (pools by name)
 
 _ID = "/api/training/{id}"
@@ -61,6 +63,8 @@ SHAPES: list[tuple[str, str, str, Any]] = [
     *[("post", f"{_ID}/{action}", "202", JOB) for action in ("pause", "cancel", "mark-failed")],
     ("get", "/api/queue", "200", {"pools": {ANY_KEY: [QUEUE_ENTRY]}}),
     ("get", "/api/workers", "200", {"items": [WORKER]}),
+    ("get", "/api/teams", "200", {"items": [TEAM]}),
+    ("put", "/api/teams/{team}", "200", TEAM),
     ("get", _ID, "404", ERROR),
     ("post", f"{_ID}/pause", "409", ERROR),
 ]  # fmt: skip

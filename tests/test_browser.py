@@ -298,11 +298,14 @@ def test_submit_from_the_page_lands_on_the_new_job_which_runs_to_completion(page
     assert system.job(job_id).status is JobStatus.COMPLETED
     assert "step 60/60" in page.text_content("[data-testid=progress-message]")
     assert "completed" in fact(page, "Ended by")
-    # The log the worker kept is on the page, and the list page lists the job.
+    assert fact(page, "Team") == job.team == "default"
+    assert fact(page, "Owner") == job.owner
+    # The log the worker kept is on the page, and the list page lists the job with its team.
     page.wait_for_selector("[data-testid=logs]:has-text('done')")
     page.click("a:has-text('all jobs')")
     row = page.wait_for_selector(f"tr[data-job='{job_id}']")
     assert row.query_selector(f"{BADGE}[data-status=completed]") is not None
+    assert row.query_selector("[data-testid=job-team]").text_content() == "default"
 
 
 def test_submit_form_shows_the_api_error_and_bad_json_without_leaving(page, system):

@@ -54,3 +54,32 @@ def test_worker_help_lists_the_worker_options():
     for option in options:
         assert option in text, f"jobqueue worker --help does not show {option}:\n{text}"
     assert "jobqueue worker --help" not in text  # the help is the worker's, not a pointer
+
+
+@pytest.fixture
+def cli_env(monkeypatch, database_url):
+    from jobqueue.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_teams_from_the_command_line(cli_env):
+    runner = CliRunner()
+    made = runner.invoke(main, ["set-team", "nlp", "--share", "2", "--quota", "a100=16"])
+    assert made.exit_code == 0, made.output
+    assert '"share": 2.0' in made.output
+    listed = runner.invoke(main, ["teams"])
+    assert listed.output.split() == ["nlp", "share", "2", "a100=16"]
+    bad = runner.invoke(main, ["set-team", "no spaces"])
+    assert bad.exit_code == 2 and "not a team name" in bad.output
+
+    submitted = runner.invoke(main, ["submit", "bert", "--kind", "train", "--team", "nlp"])
+    assert submitted.exit_code == 0, submitted.output
+    assert '"team": "nlp"' in submitted.output and '"owner": "cli:' in submitted.output
+    runner.invoke(main, ["submit", "resnet", "--kind", "train"])
+    only_nlp = runner.invoke(main, ["ls", "--team", "nlp"])
+    assert len(only_nlp.output.splitlines()) == 1 and "nlp" in only_nlp.output
+    assert "bert" in only_nlp.output and "resnet" not in only_nlp.output

@@ -192,19 +192,24 @@ def test_migrate_accepts_plain_postgresql_url(empty_url, empty_engine):
     assert_at_head(empty_engine)
 
 
+def insert_old_job(conn, job_id) -> None:
+    """A queued job written with only the columns every revision has (an older schema)."""
+    conn.execute(
+        text(
+            "INSERT INTO jobs (id, name, kind, config, status, pool, gpus, priority,"
+            " queued_at, max_attempts, max_interruptions)"
+            " VALUES (:id, 'j', 'train', '{}', 'queued', 'default', 1, 50, now(), 3, 10)"
+        ),
+        {"id": job_id},
+    )
+
+
 def test_upgrade_to_0003_numbers_existing_metric_points_per_job(empty_url, empty_engine):
     migrate.upgrade(empty_url, "0002")
     first, second = uuid4(), uuid4()
     with empty_engine.begin() as conn:
         for job_id in (first, second):
-            conn.execute(
-                text(
-                    "INSERT INTO jobs (id, name, kind, config, status, pool, gpus, priority,"
-                    " queued_at, max_attempts, max_interruptions)"
-                    " VALUES (:id, 'j', 'train', '{}', 'queued', 'default', 1, 50, now(), 3, 10)"
-                ),
-                {"id": job_id},
-            )
+            insert_old_job(conn, job_id)
         for job_id, step in [(first, 1), (second, 1), (first, 2), (first, 3), (second, 2)]:
             conn.execute(
                 text("INSERT INTO job_metrics (job_id, step, metrics) VALUES (:id, :s, '{}')"),
@@ -220,6 +225,33 @@ def test_upgrade_to_0003_numbers_existing_metric_points_per_job(empty_url, empty
         [(first, 1, 1), (first, 2, 2), (first, 3, 3), (second, 1, 1), (second, 2, 2)]
     )
     assert counts == {first: 3, second: 2}
+
+
+def test_upgrade_to_0004_puts_old_jobs_in_the_default_team_owned_by_their_submitter(
+    empty_url, empty_engine
+):
+    migrate.upgrade(empty_url, "0003")
+    job_id = uuid4()
+    with empty_engine.begin() as conn:
+        insert_old_job(conn, job_id)
+        conn.execute(
+            text(
+                "INSERT INTO job_events (job_id, to_status, action, actor)"
+                " VALUES (:id, 'queued', 'submit', 'ci-bot')"
+            ),
+            {"id": job_id},
+        )
+    migrate.upgrade(empty_url)
+    with empty_engine.connect() as conn:
+        row = conn.execute(text("SELECT team, owner FROM jobs")).one()
+    assert tuple(row) == ("default", "ci-bot")
+    migrate.downgrade(empty_url, "0003")
+    with empty_engine.connect() as conn:
+        columns = conn.execute(
+            text("SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'")
+        ).scalars().all()
+        teams = conn.execute(text("SELECT to_regclass('teams')")).scalar_one()
+    assert "team" not in columns and "owner" not in columns and teams is None
 
 
 # -- offline SQL ----------------------------------------------------------------------------------

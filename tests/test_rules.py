@@ -32,6 +32,8 @@ def make_job(**overrides) -> Job:
         config={},
         status=S.QUEUED,
         pool="default",
+        team="default",
+        owner="tester",
         gpus=1,
         priority=50,
         forced_at=None,

@@ -190,14 +190,15 @@ function jobsView(mine) {
     // The filters changed while this was in flight: the run queued behind it shows them.
     if (key !== filterKey()) return;
     table.replaceChildren(h("table", {},
-      h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "Queue", "Pool", "GPUs", "Created"].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["Name", "Status", "Progress", "Queue", "Pool", "Team", "Owner", "GPUs", "Created"].map((t) => h("th", {}, t)))),
       h("tbody", {}, data.items.length ? data.items.map((job) => h("tr", { "data-job": job.id },
         h("td", {}, h("a", { href: `#/jobs/${job.id}` }, job.name)),
         h("td", {}, badge(job)),
         h("td", {}, progressBar(job.progress)),
         h("td", { title: job.waiting_reason || "" }, job.queue_position ? `#${job.queue_position}` : ""),
-        h("td", {}, job.pool), h("td", {}, job.gpus), h("td", {}, when(job.created_at))))
-        : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No jobs match.")))));
+        h("td", {}, job.pool), h("td", { "data-testid": "job-team" }, job.team), h("td", {}, job.owner),
+        h("td", {}, job.gpus), h("td", {}, when(job.created_at))))
+        : h("tr", {}, h("td", { colspan: 9, class: "empty" }, "No jobs match.")))));
   }
   const poller = poll(mine, load, show, (error) => showError(table, error));
 }
@@ -262,7 +263,7 @@ function recoveryCard(job, error, act) {
 
 function jobFacts(job) {
   const facts = [
-    ["Kind", job.kind], ["Pool", job.pool], ["GPUs", job.gpus], ["Priority", job.priority + (job.forced ? " (forced)" : "")],
+    ["Kind", job.kind], ["Pool", job.pool], ["Team", job.team], ["Owner", job.owner], ["GPUs", job.gpus], ["Priority", job.priority + (job.forced ? " (forced)" : "")],
     ["Queue position", job.queue_position ? `#${job.queue_position}` : "–"],
     ["Waiting", job.waiting_reason || "–"],
     ["Attempt", `${job.attempt} of ${job.max_attempts}`], ["Interruptions", `${job.interruptions} of ${job.max_interruptions}`],

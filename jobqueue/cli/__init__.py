@@ -33,6 +33,8 @@ def _queue():
 
     settings = _settings()
     engine = make_engine(settings.require_database_url(), pool_size=2)
+    # Closed with the command, also when it runs inside another process (tests, scripts).
+    click.get_current_context().call_on_close(engine.dispose)
     require_head(engine)
     return JobQueue(engine, settings)
 
@@ -173,11 +175,12 @@ def up(host: str, port: int, data_dir: str | None, demo: bool, gpus: str,
 @click.option("--config", "config_text", default="{}", help="JSON object, or @file.json")
 @click.option("--gpus", type=int, default=1, show_default=True)
 @click.option("--pool", default="default", show_default=True)
+@click.option("--team", default="default", show_default=True, help="the team it counts against")
 @click.option("--priority", type=int, default=50, show_default=True)
 @click.option("--hold", is_flag=True, help="keep it pending until released")
 @click.option("--idempotency-key", default=None)
-def submit(name: str, kind: str, config_text: str, gpus: int, pool: str, priority: int,
-           hold: bool, idempotency_key: str | None) -> None:  # fmt: skip
+def submit(name: str, kind: str, config_text: str, gpus: int, pool: str, team: str,
+           priority: int, hold: bool, idempotency_key: str | None) -> None:  # fmt: skip
     """Submit a job."""
     from pydantic import ValidationError
 
@@ -186,7 +189,8 @@ def submit(name: str, kind: str, config_text: str, gpus: int, pool: str, priorit
     if config_text.startswith("@"):
         with open(config_text[1:]) as fh:
             config_text = fh.read()
-    body = dict(name=name, kind=kind, gpus=gpus, pool=pool, priority=priority, hold=hold)
+    body = dict(name=name, kind=kind, gpus=gpus, pool=pool, team=team, priority=priority,
+                hold=hold)  # fmt: skip
     try:
         config = json.loads(config_text)
         spec = JobSpec.model_validate(
@@ -201,13 +205,51 @@ def submit(name: str, kind: str, config_text: str, gpus: int, pool: str, priorit
 @main.command(name="ls")
 @click.option("--status", "statuses", multiple=True)
 @click.option("--pool", default=None)
+@click.option("--team", default=None, help="only this team's jobs")
 @click.option("--limit", type=click.IntRange(1, 200), default=50)
-def list_jobs(statuses: tuple[str, ...], pool: str | None, limit: int) -> None:
-    """List jobs, newest first."""
-    jobs, _ = _queue().list_jobs(statuses=list(statuses) or None, pool=pool, limit=limit)
+def list_jobs(statuses: tuple[str, ...], pool: str | None, team: str | None, limit: int) -> None:
+    """List jobs, newest first: id, status, queue position, pool, team, owner, name."""
+    jobs, _ = _queue().list_jobs(
+        statuses=list(statuses) or None, pool=pool, team=team, limit=limit
+    )
     for job in jobs:
         where = f"#{job.queue_position}" if job.queue_position else ""
-        click.echo(f"{job.id}  {job.status.value:<9} {where:<5} {job.pool:<10} {job.name}")
+        click.echo(
+            f"{job.id}  {job.status.value:<9} {where:<5} {job.pool:<10} {job.team:<12} "
+            f"{job.owner:<16} {job.name}"
+        )
+
+
+@main.command()
+def teams() -> None:
+    """List the teams with their fair-share weight and GPU quotas."""
+    for team in _queue().teams():
+        quotas = ", ".join(f"{pool}={n}" for pool, n in team.quota_gpus.items()) or "no quota"
+        click.echo(f"{team.name:<20} share {team.share:g}  {quotas}")
+
+
+@main.command(name="set-team")
+@click.argument("name")
+@click.option("--share", type=float, default=1.0, show_default=True, help="fair-share weight")
+@click.option("--quota", "quotas", multiple=True, metavar="POOL=GPUS",
+              help="GPUs the team may hold in a pool at once (repeatable)")  # fmt: skip
+def set_team(name: str, share: float, quotas: tuple[str, ...]) -> None:
+    """Create or change a team (what PUT /api/teams/NAME does)."""
+    from pydantic import ValidationError
+
+    from jobqueue.specs import TeamSpec, check_team_name
+
+    try:
+        check_team_name(name)
+        quota_gpus = {}
+        for entry in quotas:
+            pool, _, count = entry.partition("=")
+            quota_gpus[pool] = int(count)
+        spec = TeamSpec.model_validate({"share": share, "quota_gpus": quota_gpus})
+    except (ValidationError, ValueError) as exc:
+        raise click.BadParameter(str(exc)) from exc
+    team = _queue().set_team(name, spec)
+    click.echo(_json(team.public()))
 
 
 @main.command()
