@@ -62,6 +62,7 @@ class Job(_Out):
     max_attempts: int
     interruptions: int
     max_interruptions: int
+    max_runtime_seconds: int | None
     progress: Progress | None
     checkpoint: Checkpoint | None
     worker: WorkerRef | None
@@ -69,7 +70,7 @@ class Job(_Out):
     termination_reason: (
         Literal[
             "completed", "exit_code", "signal", "cancelled", "marked_failed",
-            "max_interruptions", "spawn_failed",
+            "max_interruptions", "spawn_failed", "time_limit",
         ]
         | None
     )  # fmt: skip

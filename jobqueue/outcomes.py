@@ -51,6 +51,7 @@ class StopCause(enum.StrEnum):
     FAIL = "fail"
     SHUTDOWN = "shutdown"
     LEASE = "lease"  # it could not renew the lease in time
+    TIME_LIMIT = "time_limit"  # it ran for its max_runtime_seconds
 
 
 def stop_rank(cause: StopCause) -> int:
@@ -62,6 +63,8 @@ def stop_rank(cause: StopCause) -> int:
     """
     if cause is StopCause.SHUTDOWN or cause is StopCause.LEASE:
         return -1
+    if cause is StopCause.TIME_LIMIT:  # ends the job, like a cancel: the first of them sticks
+        return REQUEST_RANK[RequestedAction.CANCEL]
     return REQUEST_RANK[RequestedAction(cause.value)]
 
 
@@ -175,6 +178,11 @@ def after_exit(job: Job, exit: Exit, backoff_base: float) -> Transition:
         )
         transition = _interrupted(job, Cause.SHUTDOWN, why)
         return dataclasses.replace(transition, values={**transition.values, **base})
+    if exit.stopped_for is StopCause.TIME_LIMIT:
+        limit = job.max_runtime_seconds
+        message = f"ran for its time limit of {limit} s" if limit else "ran for its time limit"
+        values = _finish(TerminationReason.TIME_LIMIT, error_message=message, **base)
+        return Transition(S.FAILED, values, Cause.TIME_LIMIT.value, reason=message)
     if exit.stopped_for is not None:
         request = RequestedAction(exit.stopped_for.value)
         pending = RequestedAction(job.requested_action) if job.requested_action else None

@@ -58,6 +58,8 @@ class JobQueue(Reads):
             "not_before": spec.not_before,
             "max_attempts": spec.max_attempts,
             "max_interruptions": spec.max_interruptions,
+            "max_runtime_seconds": spec.max_runtime_seconds
+            or self.settings.pool_max_runtime_seconds.get(spec.pool),
             "idempotency_key": spec.idempotency_key,
             "request_fingerprint": spec.fingerprint() if spec.idempotency_key else None,
         }

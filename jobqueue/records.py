@@ -15,7 +15,8 @@ PUBLIC_FIELDS = (
     "id", "name", "kind", "config", "status", "pool", "team", "owner", "gpus", "priority",
     "forced",
     "queue_position", "waiting_reason", "not_before", "attempt", "max_attempts",
-    "interruptions", "max_interruptions", "progress", "checkpoint", "worker",
+    "interruptions", "max_interruptions", "max_runtime_seconds", "progress", "checkpoint",
+    "worker",
     "requested_action", "termination_reason", "exit_code", "signal", "error_message",
     "log_tail", "idempotency_key", "created_at", "queued_at", "started_at", "finished_at",
     "updated_at", "allowed_actions",
@@ -43,6 +44,7 @@ class Job:
     max_attempts: int
     interruptions: int
     max_interruptions: int
+    max_runtime_seconds: int | None
     progress: dict[str, Any] | None
     checkpoint: dict[str, Any] | None
     worker_name: str | None

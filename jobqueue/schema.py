@@ -77,6 +77,8 @@ jobs = Table(
     Column("max_attempts", Integer, nullable=False),
     Column("interruptions", Integer, nullable=False, server_default=text("0")),
     Column("max_interruptions", Integer, nullable=False),
+    # Seconds a run may last before the worker stops it (time_limit); null: no limit.
+    Column("max_runtime_seconds", Integer),
     Column("progress", JSONB),
     Column("checkpoint", JSONB),
     Column("worker_name", Text),
@@ -111,6 +113,9 @@ jobs = Table(
     CheckConstraint("max_attempts BETWEEN 1 AND 100", name="max_attempts_range"),
     CheckConstraint("interruptions >= 0", name="interruptions_range"),
     CheckConstraint("max_interruptions BETWEEN 0 AND 1000", name="max_interruptions_range"),
+    CheckConstraint(
+        "max_runtime_seconds IS NULL OR max_runtime_seconds > 0", name="max_runtime_positive"
+    ),
     CheckConstraint(
         "status <> 'running' OR (lease_token IS NOT NULL AND lease_expires_at IS NOT NULL"
         " AND worker_name IS NOT NULL AND started_at IS NOT NULL)",
@@ -222,7 +227,7 @@ teams = Table(
     Column("quota_gpus", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     _ts("created_at", nullable=False, server_default=text("now()")),
     _ts("updated_at", nullable=False, server_default=text("now()")),
-    CheckConstraint("share > 0", name="ck_teams_share_positive"),
+    CheckConstraint("share > 0", name="share_positive"),
 )
 
 workers = Table(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     #: logs and metrics: by the API processes every ``prune_interval_seconds``, or by hand.
     prune_after_days: float = Field(default=30, gt=0)
     prune_interval_seconds: float = Field(default=3600, gt=0)
+    #: A job's time limit when its submit gives none, per pool (JSON: {"a100": 86400}).
+    pool_max_runtime_seconds: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     #: Log lines kept per job; older lines are dropped first.
     log_max_lines: int = Field(default=10_000, ge=20)
     #: Metric points kept per job; older points are dropped first.

@@ -104,6 +104,9 @@ class JobSpec(_Strict):
     priority: int = Field(default=50, ge=0, le=100)
     max_attempts: int = Field(default=3, ge=1, le=100)
     max_interruptions: int = Field(default=10, ge=0, le=1000)
+    #: Seconds a run may last before the worker stops it; None: the pool's default
+    #: (``JOBQUEUE_POOL_MAX_RUNTIME_SECONDS``), else no limit.
+    max_runtime_seconds: int | None = Field(default=None, ge=1, le=10**9)
     hold: bool = False
     # Not strict: JSON carries datetimes as strings; a naive time is refused.
     not_before: Annotated[AwareDatetime | None, Field(strict=False)] = None

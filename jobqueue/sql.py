@@ -34,11 +34,11 @@ from jobqueue.states import JobStatus
 # Submit a job; with an idempotency_key already used, inserts nothing.
 INSERT_JOB = text("""
     INSERT INTO jobs (name, kind, config, status, pool, team, owner, gpus, priority, queued_at,
-                      not_before, max_attempts, max_interruptions, idempotency_key,
-                      request_fingerprint)
+                      not_before, max_attempts, max_interruptions, max_runtime_seconds,
+                      idempotency_key, request_fingerprint)
     VALUES (:name, :kind, CAST(:config AS jsonb), CAST(:status AS job_status), :pool, :team,
             :owner, :gpus, :priority, now(), :not_before, :max_attempts, :max_interruptions,
-            :idempotency_key, :request_fingerprint)
+            :max_runtime_seconds, :idempotency_key, :request_fingerprint)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 """)

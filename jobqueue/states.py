@@ -120,6 +120,7 @@ class TerminationReason(enum.StrEnum):
     MARKED_FAILED = "marked_failed"
     MAX_INTERRUPTIONS = "max_interruptions"
     SPAWN_FAILED = "spawn_failed"
+    TIME_LIMIT = "time_limit"
 
 
 #: Termination reason of a job finished by carrying out a request.
@@ -141,6 +142,7 @@ class Cause(enum.StrEnum):
     SHUTDOWN = "shutdown"
     LEASE_EXPIRED = "lease_expired"
     WORKER_RESTART = "worker_restart"
+    TIME_LIMIT = "time_limit"
 
 
 def allowed(action: Action, status: JobStatus) -> bool:

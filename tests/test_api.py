@@ -105,6 +105,8 @@ def test_submit_takes_every_documented_field(api):
         "priority": 100,
         "max_attempts": 100,
         "max_interruptions": 0,
+        "max_runtime_seconds": 7200,
+        "team": "default",
         "not_before": later,
         "idempotency_key": "k" * 200,
     }
@@ -115,6 +117,14 @@ def test_submit_takes_every_documented_field(api):
     assert aware(job["not_before"]) == datetime.fromisoformat(later)
     assert job["queue_position"] is None  # not claimable before not_before
     assert "not before" in job["waiting_reason"]
+
+
+def test_a_job_without_a_time_limit_takes_its_pools_default(database_url, engine):
+    settings = make_settings(database_url, pool_max_runtime_seconds={"a100": 86400})
+    api = Api(create_app(settings, engine=engine, background=False).test_client())
+    assert api.submit(pool="a100")["max_runtime_seconds"] == 86400
+    assert api.submit(pool="a100", max_runtime_seconds=60)["max_runtime_seconds"] == 60
+    assert api.submit(pool="other")["max_runtime_seconds"] is None
 
 
 def test_config_comes_back_exactly_as_submitted_whatever_its_numbers_and_text(api):
@@ -193,6 +203,10 @@ LATER = "2999-01-01T00:00:00+00:00"
         pytest.param({"name": "a", "kind": "train", "max_attempts": 101}, id="max-attempts-101"),
         pytest.param(
             {"name": "a", "kind": "train", "max_interruptions": 1001}, id="max-interruptions"
+        ),
+        pytest.param({"name": "a", "kind": "train", "max_runtime_seconds": 0}, id="runtime-zero"),
+        pytest.param(
+            {"name": "a", "kind": "train", "max_runtime_seconds": "1h"}, id="runtime-text"
         ),
         pytest.param(
             {"name": "a", "kind": "train", "idempotency_key": "k" * 201}, id="idempotency-key-long"

@@ -19,6 +19,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from jobqueue import migrate
 from jobqueue.db import connect_raw, libpq_conninfo, make_engine
@@ -252,6 +253,29 @@ def test_upgrade_to_0004_puts_old_jobs_in_the_default_team_owned_by_their_submit
         ).scalars().all()
         teams = conn.execute(text("SELECT to_regclass('teams')")).scalar_one()
     assert "team" not in columns and "owner" not in columns and teams is None
+
+
+def test_0005_adds_time_limits_and_its_downgrade_keeps_time_limited_jobs_valid(
+    empty_url, empty_engine
+):
+    migrate.upgrade(empty_url)
+    job_id = uuid4()
+    with empty_engine.begin() as conn:
+        insert_old_job(conn, job_id)
+        conn.execute(
+            text(
+                "UPDATE jobs SET status = 'failed', finished_at = now(), max_runtime_seconds = 60,"
+                " termination_reason = 'time_limit' WHERE id = :id"
+            ),
+            {"id": job_id},
+        )
+        with pytest.raises(IntegrityError, match="max_runtime_positive"), conn.begin_nested():
+            conn.execute(text("UPDATE jobs SET max_runtime_seconds = 0"))
+    migrate.downgrade(empty_url, "0004")
+    with empty_engine.connect() as conn:
+        assert conn.execute(text("SELECT termination_reason FROM jobs")).scalar_one() == "signal"
+    migrate.upgrade(empty_url)
+    assert_at_head(empty_engine)
 
 
 # -- offline SQL ----------------------------------------------------------------------------------

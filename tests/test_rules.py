@@ -12,7 +12,14 @@ import pytest
 from jobqueue.clock import NOW as DB_NOW
 from jobqueue.clock import DbTime
 from jobqueue.fit import Candidate, choose
-from jobqueue.outcomes import MAX_BACKOFF_SECONDS, Exit, StopCause, after_exit, backoff_seconds
+from jobqueue.outcomes import (
+    MAX_BACKOFF_SECONDS,
+    Exit,
+    StopCause,
+    after_exit,
+    backoff_seconds,
+    stop_rank,
+)
 from jobqueue.records import Job, WorkerInfo
 from jobqueue.states import JobStatus
 from jobqueue.waiting import QueueEntry, waiting_reason
@@ -34,6 +41,7 @@ def make_job(**overrides) -> Job:
         pool="default",
         team="default",
         owner="tester",
+        max_runtime_seconds=None,
         gpus=1,
         priority=50,
         forced_at=None,
@@ -230,6 +238,23 @@ def test_the_rules_write_plain_values_never_sql():
         for column, value in transition.values.items():
             assert isinstance(value, plain), (transition.action, column, value)
     assert transitions[0].values["finished_at"] is DB_NOW
+
+
+def test_a_job_stopped_at_its_time_limit_fails_with_time_limit_and_no_retry():
+    job = make_job(status=S.RUNNING, worker_name="w", attempt=1, max_attempts=3,
+                   max_runtime_seconds=3600)  # fmt: skip
+    # It checkpointed and exited 0 on SIGTERM: the limit decides, as a request would.
+    transition = after_exit(job, Exit(exit_code=0, stopped_for=StopCause.TIME_LIMIT), 10)
+    assert transition.to_status is S.FAILED
+    assert transition.values["termination_reason"] == "time_limit"
+    assert "3600 s" in transition.values["error_message"]
+    assert transition.action == "time_limit"
+
+
+def test_a_time_limit_outranks_a_pause_but_not_an_earlier_cancel():
+    assert stop_rank(StopCause.TIME_LIMIT) > stop_rank(StopCause.PAUSE)
+    assert stop_rank(StopCause.TIME_LIMIT) == stop_rank(StopCause.CANCEL)
+    assert stop_rank(StopCause.TIME_LIMIT) > stop_rank(StopCause.SHUTDOWN)
 
 
 def test_a_stronger_request_after_the_signal_decides_the_outcome():

@@ -36,3 +36,11 @@ def test_the_state_dir_setting_wins(monkeypatch, tmp_path):
 def test_fractional_prune_days_are_kept(monkeypatch):
     monkeypatch.setenv("JOBQUEUE_PRUNE_AFTER_DAYS", "0.5")
     assert Settings(_env_file=None).prune_after_days == 0.5
+
+
+def test_pool_time_limits_come_from_json(monkeypatch):
+    monkeypatch.setenv("JOBQUEUE_POOL_MAX_RUNTIME_SECONDS", '{"a100": 86400, "cpu": 600}')
+    assert Settings(_env_file=None).pool_max_runtime_seconds == {"a100": 86400, "cpu": 600}
+    monkeypatch.setenv("JOBQUEUE_POOL_MAX_RUNTIME_SECONDS", '{"a100": 0}')
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        Settings(_env_file=None)

@@ -308,6 +308,23 @@ def test_cancel_stops_the_whole_process_group(wqueue, wsettings, kinds):
     assert actions(wqueue, job.id) == ["submit", "claim", "cancel", "stopped"]
 
 
+def test_a_job_that_reaches_its_time_limit_is_stopped_and_fails_time_limit(wqueue, wsettings,
+                                                                          kinds):  # fmt: skip
+    with running_worker(wsettings, kinds):
+        job = submit(wqueue, "sgd", {"steps": 100000, "step_seconds": 0.02,
+                                     "checkpoint_every": 25}, max_runtime_seconds=2)  # fmt: skip
+        running = wait_status(wqueue, job.id, JobStatus.RUNNING)
+        done = wait_status(wqueue, job.id, JobStatus.FAILED, timeout=20)
+    assert done.termination_reason == "time_limit"
+    assert done.max_runtime_seconds == 2
+    ran = (done.finished_at - running.started_at).total_seconds()
+    assert 2 <= ran < 2 + wsettings.grace_seconds + 3, ran
+    # It was asked to stop (SIGTERM), checkpointed and exited by itself within its grace.
+    assert done.signal is None and done.checkpoint is not None
+    assert done.attempt == 1  # a time limit is not retried: the next run would hit it too
+    assert actions(wqueue, job.id) == ["submit", "claim", "time_limit"]
+
+
 def test_second_cancel_or_force_kills_a_job_that_ignores_sigterm(
     wqueue, database_url, tmp_path, kinds
 ):

@@ -197,11 +197,14 @@ class WorkerDaemon:
             shutting_down = self._shutting_down
         if shutting_down:  # claimed just before the worker was told to stop: hand it back
             process.stop(StopCause.SHUTDOWN)
+        limit = _time_limit(job, process)
         try:
             exit = process.wait()
             assert exit is not None
             return exit
         finally:
+            if limit is not None:
+                limit.cancel()
             with self._lock:
                 self._jobs.pop(job.id, None)
             sink.close()
@@ -232,3 +235,17 @@ class WorkerDaemon:
         if job.job.checkpoint and job.job.checkpoint.get("uri"):
             env["JOBQUEUE_RESUME_FROM"] = str(job.job.checkpoint["uri"])
         return env
+
+
+def _time_limit(job: Claimed, process: JobProcess) -> threading.Timer | None:
+    """Stop the job (SIGTERM, its grace, SIGKILL) once this run has lasted its
+    ``max_runtime_seconds``; it then ends ``failed`` with ``time_limit``."""
+    seconds = job.job.max_runtime_seconds
+    if not seconds:
+        return None
+    timer = threading.Timer(seconds, process.stop, args=(StopCause.TIME_LIMIT,))
+    timer.daemon = True
+    timer.name = f"time-limit-{job.id}"
+    timer.start()
+    return timer
+

@@ -263,7 +263,8 @@ function recoveryCard(job, error, act) {
 
 function jobFacts(job) {
   const facts = [
-    ["Kind", job.kind], ["Pool", job.pool], ["Team", job.team], ["Owner", job.owner], ["GPUs", job.gpus], ["Priority", job.priority + (job.forced ? " (forced)" : "")],
+    ["Kind", job.kind], ["Pool", job.pool], ["Team", job.team], ["Owner", job.owner], ["GPUs", job.gpus],
+    ["Time limit", job.max_runtime_seconds ? `${job.max_runtime_seconds} s` : "none"], ["Priority", job.priority + (job.forced ? " (forced)" : "")],
     ["Queue position", job.queue_position ? `#${job.queue_position}` : "–"],
     ["Waiting", job.waiting_reason || "–"],
     ["Attempt", `${job.attempt} of ${job.max_attempts}`], ["Interruptions", `${job.interruptions} of ${job.max_interruptions}`],
