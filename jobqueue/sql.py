@@ -92,13 +92,29 @@ EVENTS = text("""
 
 # Claim candidates: claimable queued jobs of these pools and kinds, in claim order, locked.
 CLAIM_CANDIDATES = text("""
-    SELECT id, gpus, forced_at IS NOT NULL AS forced
+    SELECT id, gpus, forced_at IS NOT NULL AS forced, team, pool
     FROM jobs
     WHERE status = 'queued' AND pool = ANY(:pools) AND kind = ANY(:kinds)
       AND (not_before IS NULL OR not_before <= now())
     ORDER BY forced_at ASC NULLS LAST, priority DESC, queued_at, id
     LIMIT :scan
     FOR UPDATE SKIP LOCKED
+""")
+
+# The teams among :teams with a quota in one of :pools, locked in name order: claimers of
+# the same team wait for each other here, so that together they never pass its quota.
+LOCK_QUOTA_TEAMS = text("""
+    SELECT name, quota_gpus FROM teams
+    WHERE name = ANY(:teams) AND quota_gpus ?| CAST(:pools AS text[])
+    ORDER BY name
+    FOR UPDATE
+""")
+
+# GPUs the teams' running jobs hold, per team and pool (read after LOCK_QUOTA_TEAMS).
+TEAM_GPUS_RUNNING = text("""
+    SELECT team, pool, COALESCE(sum(gpus), 0) AS gpus FROM jobs
+    WHERE status = 'running' AND team = ANY(:teams) AND pool = ANY(:pools)
+    GROUP BY team, pool
 """)
 
 # Start the chosen jobs on a worker: each gets a fresh lease token; one claim event each.

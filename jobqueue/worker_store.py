@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from jobqueue import sql
 from jobqueue.errors import LeaseLost
@@ -126,12 +126,15 @@ class WorkerStore:
                 sql.CLAIM_CANDIDATES,
                 {"pools": list(worker.pools), "kinds": list(worker.kinds), "scan": scan},
             ).mappings()
-            candidates = [Candidate(r["id"], r["gpus"], r["forced"]) for r in rows]
+            candidates = [
+                Candidate(r["id"], r["gpus"], r["forced"], r["team"], r["pool"]) for r in rows
+            ]
             assignments = choose(
                 candidates,
                 free_gpu_ids=list(free_gpu_ids),
                 total_gpus=len(worker.gpu_ids),
                 slots=slots,
+                quota_left=_quota_left(conn, candidates, worker.pools),
             )
             if not assignments:
                 return []
@@ -284,3 +287,32 @@ class WorkerStore:
                 apply_transition(conn, job, after_worker_restart(job), actor=worker.actor)
                 for job in (Job.from_row(r) for r in rows)
             ]
+
+
+def _quota_left(
+    conn: Connection, candidates: Sequence[Candidate], pools: Sequence[str]
+) -> dict[tuple[str, str], int]:
+    """Per (team, pool) with a quota, the GPUs the team may still take there.
+
+    Locks the rows of those teams first (in name order), so that two hosts claiming
+    for one team at the same instant count each other's claims: the second reads the
+    running jobs after the first has committed.
+    """
+    teams = sorted({c.team for c in candidates if c.gpus > 0})
+    if not teams:
+        return {}
+    quotas = {}
+    for row in conn.execute(sql.LOCK_QUOTA_TEAMS, {"teams": teams, "pools": list(pools)}):
+        for pool, limit in row.quota_gpus.items():
+            if limit is not None and pool in pools:
+                quotas[(row.name, pool)] = int(limit)
+    if not quotas:
+        return {}
+    held = {
+        (r.team, r.pool): int(r.gpus)
+        for r in conn.execute(
+            sql.TEAM_GPUS_RUNNING, {"teams": [t for t, _ in quotas], "pools": list(pools)}
+        )
+    }
+    return {key: max(0, limit - held.get(key, 0)) for key, limit in quotas.items()}
+
