@@ -14,7 +14,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 
-from jobqueue import sql
+from jobqueue import built_sql, sql
 from jobqueue.errors import InvalidCursor, JobNotFound
 from jobqueue.records import Event, Job, LogLine, MetricPoint, Team, WorkerInfo
 from jobqueue.settings import Settings
@@ -59,7 +59,7 @@ class Reads:
     ) -> tuple[list[Job], str | None]:
         """Newest first; returns a page and the cursor of the next one (None at the end)."""
         before = decode_cursor(cursor) if cursor else None
-        query = sql.list_jobs(
+        query = built_sql.list_jobs(
             statuses=statuses,
             pool=pool,
             team=team,

@@ -1,35 +1,20 @@
-"""Every runtime statement of jobqueue, named, each with one line on what it does.
+"""Every fixed runtime statement of jobqueue, named, each with one line on what it does.
 
-``api/`` and ``worker/`` hold no SQL; the core modules use these statements.
+``api/`` and ``worker/`` hold no SQL; the core modules use these statements. The
+statements whose shape depends on the call (a transition's columns, a list's
+filters) are built in :mod:`jobqueue.built_sql`.
 Statements take the database clock (``now()``) for every time they compare.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable
-from typing import Any
-from uuid import UUID
-
 from sqlalchemy import (
     DateTime,
-    Float,
     Integer,
-    Select,
-    Update,
-    bindparam,
     column,
-    func,
-    select,
     text,
-    tuple_,
-    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-
-from jobqueue.clock import DbTime
-from jobqueue.schema import job_logs, jobs
-from jobqueue.states import JobStatus
 
 # Submit a job; with an idempotency_key already used, inserts nothing.
 INSERT_JOB = text("""
@@ -380,123 +365,3 @@ PRUNE_WORKERS = text("""
     WHERE last_heartbeat_at < now() - make_interval(secs => :age_seconds)
       AND NOT EXISTS (SELECT 1 FROM jobs WHERE status = 'running' AND worker_name = workers.name)
 """)
-
-
-#: How a transition sets one column in a statement built once per shape: from a parameter,
-#: from the database clock, or from the clock plus a number of seconds (a parameter): the
-#: forms of :class:`jobqueue.clock.DbTime`.
-_PARAM, _CLOCK, _CLOCK_PLUS = "param", "clock", "clock_plus"
-
-
-def transition_update(
-    job_id: UUID,
-    from_status: JobStatus,
-    to_status: JobStatus,
-    values: dict[str, Any],
-    *,
-    capture_log_tail: bool,
-    lease_token: UUID | None = None,
-) -> tuple[Update, dict[str, Any]]:
-    """The compare-and-set UPDATE of one transition (applies only if the status is unchanged),
-    and the parameters to execute it with.
-
-    With ``capture_log_tail`` the job's last 20 log lines are copied onto the row. With
-    ``lease_token`` it applies only while that lease is the job's (fencing).
-
-    The statement is built once per shape of transition (statuses, columns set, which of them
-    take the database clock) and reused: building and hashing a fresh UPDATE of every column
-    cost more than its execution. A back-off is a parameter of its shape's statement.
-    """
-    shape: list[tuple[str, str]] = []
-    params: dict[str, Any] = {"job_id": job_id}
-    fenced = lease_token is not None
-    if fenced:
-        params["fence_token"] = lease_token
-    for key, value in values.items():
-        if isinstance(value, DbTime) and not value.plus_seconds:
-            shape.append((key, _CLOCK))
-        elif isinstance(value, DbTime):
-            shape.append((key, _CLOCK_PLUS))
-            params[f"set_{key}"] = value.plus_seconds
-        else:
-            shape.append((key, _PARAM))
-            params[f"set_{key}"] = value
-    statement = _shaped_transition_update(
-        from_status, to_status, tuple(sorted(shape)), capture_log_tail, fenced
-    )
-    return statement, params
-
-
-@functools.lru_cache(maxsize=512)
-def _shaped_transition_update(
-    from_status: JobStatus,
-    to_status: JobStatus,
-    shape: tuple[tuple[str, str], ...],
-    capture_log_tail: bool,
-    fenced: bool,
-) -> Update:
-    values = {key: _column_value(key, how) for key, how in shape}
-    return _transition_update(from_status, to_status, values, capture_log_tail, fenced)
-
-
-def _column_value(key: str, how: str) -> Any:
-    if how == _CLOCK:
-        return func.now()
-    if how == _CLOCK_PLUS:
-        seconds = bindparam(f"set_{key}", type_=Float)
-        return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds)
-    return bindparam(f"set_{key}", type_=jobs.c[key].type)
-
-
-def _transition_update(
-    from_status: JobStatus,
-    to_status: JobStatus,
-    values: dict[str, Any],
-    capture_log_tail: bool,
-    fenced: bool,
-) -> Update:
-    """The UPDATE itself; the job's id is the parameter ``job_id``."""
-    job_id = bindparam("job_id", type_=jobs.c.id.type)
-    values = {**values, "status": to_status.value, "updated_at": text("now()")}
-    if capture_log_tail:
-        newest = (
-            select(job_logs.c.n, job_logs.c.text)
-            .where(job_logs.c.job_id == job_id)
-            .order_by(job_logs.c.n.desc())
-            .limit(20)
-            .subquery()
-        )
-        values["log_tail"] = (
-            select(text("COALESCE(jsonb_agg(text ORDER BY n), '[]'::jsonb)"))
-            .select_from(newest)
-            .scalar_subquery()
-        )
-    guard = [jobs.c.id == job_id, jobs.c.status == from_status.value]
-    if fenced:
-        guard.append(jobs.c.lease_token == bindparam("fence_token", type_=jobs.c.lease_token.type))
-    return update(jobs).where(*guard).values(**values).returning(*jobs.c)
-
-
-def list_jobs(
-    *,
-    statuses: Iterable[str] | None,
-    pool: str | None,
-    name_contains: str | None,
-    before: tuple[Any, UUID] | None,
-    limit: int,
-    team: str | None = None,
-) -> Select:
-    """Newest first, filtered; ``before`` is the (created_at, id) of the last row seen."""
-    query = select(jobs)
-    if statuses:
-        query = query.where(jobs.c.status.in_(list(statuses)))
-    if pool is not None:
-        query = query.where(jobs.c.pool == pool)
-    if team is not None:
-        query = query.where(jobs.c.team == team)
-    if name_contains:
-        escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(jobs.c.name.ilike(f"%{escaped}%", escape="\\"))
-    if before is not None:
-        query = query.where(tuple_(jobs.c.created_at, jobs.c.id) < tuple_(*before))
-    return query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)

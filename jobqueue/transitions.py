@@ -14,7 +14,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection
 
-from jobqueue import sql
+from jobqueue import built_sql, sql
 from jobqueue.errors import InvalidTransition, JobNotFound, LeaseLost
 from jobqueue.outcomes import Transition
 from jobqueue.records import Job
@@ -60,7 +60,7 @@ def _write(
     leaves_running = (
         from_status is JobStatus.RUNNING and transition.to_status is not JobStatus.RUNNING
     )
-    statement, params = sql.transition_update(
+    statement, params = built_sql.transition_update(
         job_id,
         from_status,
         transition.to_status,
