@@ -57,6 +57,8 @@ class Job(_Out):
     forced: bool
     queue_position: int | None
     waiting_reason: str | None
+    #: When the scheduling pass expects it to start (queued jobs it planned), else null.
+    expected_start_at: datetime | None
     not_before: datetime | None
     attempt: int
     max_attempts: int
@@ -138,6 +140,7 @@ class QueueEntry(_Out):
     gpus: int
     priority: int
     forced: bool
+    expected_start_at: datetime | None
     waiting_reason: str | None
 
 

@@ -1,27 +1,44 @@
 """Which claimable jobs a worker starts, on which of its free GPUs.
 
 Pure logic, so the rules are easy to read and test: walk the candidates in
-claim order, start each that fits, let smaller jobs start around a job that
-does not fit yet (best effort) — except around a forced job: while a forced
-job that this worker could host waits for GPUs, nothing else starts on GPUs
-(SPEC §2, "Queue order"). A team at its GPU quota in a pool starts nothing
-more there that needs GPUs.
+claim order and start each that fits, with three exceptions.
+
+- A team at its GPU quota in a pool starts nothing more there that needs GPUs.
+- A host holding a reservation (EASY backfill, :mod:`jobqueue.plan`) starts another
+  job on GPUs only if the job's time limit ends by the reservation's start, or the
+  job fits in the GPUs the reserved job leaves over at that time. A job without a
+  limit never backfills onto reserved GPUs.
+- A forced job that this worker could host and that has no reservation yet (the
+  scheduling pass has not seen it) holds back every other job needing GPUs here,
+  so that force-start takes effect at once (SPEC §2, "Queue order").
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from uuid import UUID
+from collections.abc import Collection, Hashable, Mapping, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    id: UUID
+    id: Hashable
     gpus: int
     forced: bool
     team: str = "default"
     pool: str = "default"
+    #: Its time limit in seconds; None: none.
+    limit_s: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class HostReservation:
+    """The reservation this host holds, as the claim reads it."""
+
+    job_id: Hashable
+    #: When the reserved job is to start (database clock, seconds); None: unknown.
+    starts_at: float | None
+    #: GPUs anyone may take without delaying it.
+    extra_gpus: int
 
 
 def choose(
@@ -31,16 +48,23 @@ def choose(
     total_gpus: int,
     slots: int,
     quota_left: Mapping[tuple[str, str], int] | None = None,
-) -> list[tuple[UUID, list[int]]]:
+    reservation: HostReservation | None = None,
+    reserved_elsewhere: Collection[Hashable] = (),
+    now: float = 0.0,
+) -> list[tuple[Hashable, list[int]]]:
     """Returns (job id, GPU ids) for each job to start, in claim order.
 
     ``quota_left`` is, per (team, pool) that has a quota, how many more GPUs the
-    team may take there; a job that would go over it is passed by.
+    team may take there; a job that would go over it is passed by. ``reservation``
+    is this host's (if any), ``reserved_elsewhere`` the jobs whose reservation is on
+    another host (they neither start here out of turn nor hold this host back), and
+    ``now`` the database clock the reservation's time compares with.
     """
     free = list(free_gpu_ids)
     room = dict(quota_left or {})
-    chosen: list[tuple[UUID, list[int]]] = []
-    gpus_reserved = False
+    extra = reservation.extra_gpus if reservation is not None else 0
+    chosen: list[tuple[Hashable, list[int]]] = []
+    held_for_forced = False
     for job in candidates:
         if len(chosen) >= slots:
             break
@@ -50,13 +74,25 @@ def choose(
         key = (job.team, job.pool)
         if key in room and job.gpus > room[key]:
             continue  # its team is at its quota here, forced or not
-        if gpus_reserved:
+        if held_for_forced or job.id in reserved_elsewhere:
             continue
-        if job.gpus <= len(free):
-            chosen.append((job.id, free[: job.gpus]))
-            free = free[job.gpus :]
-            if key in room:
-                room[key] -= job.gpus
-        elif job.forced and job.gpus <= total_gpus:
-            gpus_reserved = True
+        if job.gpus > len(free):
+            unplanned = reservation is None or reservation.job_id != job.id
+            if job.forced and job.gpus <= total_gpus and unplanned:
+                held_for_forced = True
+            continue
+        if reservation is not None and job.id != reservation.job_id:
+            ends_in_time = (
+                reservation.starts_at is not None
+                and job.limit_s is not None
+                and now + job.limit_s <= reservation.starts_at
+            )
+            if not ends_in_time:
+                if job.gpus > extra:
+                    continue  # it would delay the reserved job
+                extra -= job.gpus
+        chosen.append((job.id, free[: job.gpus]))
+        free = free[job.gpus :]
+        if key in room:
+            room[key] -= job.gpus
     return chosen

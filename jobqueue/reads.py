@@ -19,7 +19,7 @@ from jobqueue.errors import InvalidCursor, JobNotFound
 from jobqueue.records import Event, Job, LogLine, MetricPoint, Team, WorkerInfo
 from jobqueue.settings import Settings
 from jobqueue.states import JobStatus
-from jobqueue.waiting import LiveWorker, QueueEntry, waiting_reason
+from jobqueue.waiting import LiveWorker, QueueEntry, Scheduling, waiting_reason
 
 _WAITING = (JobStatus.PENDING, JobStatus.QUEUED)
 
@@ -140,6 +140,7 @@ class Reads:
                     "gpus": e.gpus,
                     "priority": e.priority,
                     "forced": e.forced,
+                    "expected_start_at": waits[e.id].expected_start_at if e.id in waits else None,
                     "waiting_reason": waits[e.id].waiting_reason if e.id in waits else None,
                 }
                 for e in entries
@@ -185,6 +186,7 @@ class Reads:
             position=position,
             pool_queue=forced,
             workers=LiveWorker.many(row["live_workers"]),
+            scheduling=Scheduling.of(row["scheduling"]),
         )
         return job.with_wait(position, reason)
 
@@ -199,10 +201,10 @@ class Reads:
     def _alive(self) -> dict[str, float]:
         return {"alive_seconds": self.settings.worker_alive_seconds}
 
-    def _wait_context(self, conn: Connection) -> tuple[datetime, list[LiveWorker]]:
-        """The database clock and the live workers, in one round trip."""
+    def _wait_context(self, conn: Connection) -> tuple[datetime, list[LiveWorker], Scheduling]:
+        """The database clock, the live workers and the scheduler's state: one round trip."""
         row = conn.execute(sql.WAIT_CONTEXT, self._alive()).one()
-        return row.db_now, LiveWorker.many(row.live_workers)
+        return row.db_now, LiveWorker.many(row.live_workers), Scheduling.of(row.scheduling)
 
     def _queue_order(
         self, conn: Connection, pools: Sequence[str], *, only: Sequence[UUID] | None = None
@@ -241,7 +243,7 @@ class Reads:
             pools = sorted({j.pool for j in queued})
             order = self._queue_order(conn, pools, only=[j.id for j in queued])
         positions = {e.id: e.position for entries in order.values() for e in entries}
-        now, live = self._wait_context(conn)
+        now, live, scheduling = self._wait_context(conn)
         return [
             j.with_wait(
                 positions.get(j.id),
@@ -251,6 +253,7 @@ class Reads:
                     position=positions.get(j.id),
                     pool_queue=order.get(j.pool, []),
                     workers=live,
+                    scheduling=scheduling,
                 ),
             )
             if j.id in waiting_ids

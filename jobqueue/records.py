@@ -14,7 +14,8 @@ from jobqueue.states import JobStatus, allowed_actions
 PUBLIC_FIELDS = (
     "id", "name", "kind", "config", "status", "pool", "team", "owner", "gpus", "priority",
     "forced",
-    "queue_position", "waiting_reason", "not_before", "attempt", "max_attempts",
+    "queue_position", "waiting_reason", "expected_start_at", "not_before", "attempt",
+    "max_attempts",
     "interruptions", "max_interruptions", "max_runtime_seconds", "progress", "checkpoint",
     "worker",
     "requested_action", "termination_reason", "exit_code", "signal", "error_message",
@@ -68,6 +69,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    expected_start_at: datetime | None
     queue_position: int | None = None
     waiting_reason: str | None = None
 
@@ -127,6 +129,10 @@ class Job:
                 )
             elif name == "status":
                 out[name] = self.status.value
+            elif name == "expected_start_at":
+                # The scheduling pass's estimate; only a queued job has one.
+                queued = self.status is JobStatus.QUEUED
+                out[name] = self.expected_start_at if queued else None
             elif name == "allowed_actions":
                 out[name] = [a.value for a in allowed_actions(self.status, self.requested_action)]
             else:

@@ -20,6 +20,7 @@ from jobqueue.errors import LeaseLost
 from jobqueue.listener import ACTIONS_CHANNEL, JOBS_CHANNEL, Listener
 from jobqueue.looper import Looper
 from jobqueue.outcomes import Exit
+from jobqueue.planner import run_pass
 from jobqueue.records import Claimed
 from jobqueue.worker_store import Renewal, WorkerIdentity, WorkerStore
 
@@ -77,6 +78,7 @@ class SlotRunner:
         listen_url: str | None = None,
         poll_seconds: float = 1.0,
         hooks: RunnerHooks | None = None,
+        plan: bool = True,
     ):
         self.store = store
         self.worker = worker
@@ -94,6 +96,16 @@ class SlotRunner:
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="slot")
         self._thread: threading.Thread | None = None
         self._renewer = Looper("lease-renewer", self.renew_leases, store.settings.heartbeat_seconds)
+        # Every claimer offers to run the scheduling pass; one at a time does (planner).
+        self._planner = (
+            Looper(
+                "scheduling-pass",
+                lambda: run_pass(store.engine, store.settings),
+                store.settings.plan_interval_seconds,
+            )
+            if plan
+            else None
+        )
 
     def start(self) -> SlotRunner:
         if self._listener is not None:
@@ -101,6 +113,8 @@ class SlotRunner:
         self._thread = threading.Thread(target=self.run, name="claimer", daemon=True)
         self._thread.start()
         self._renewer.start()
+        if self._planner is not None:
+            self._planner.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -113,6 +127,8 @@ class SlotRunner:
             self.hooks.shutting_down()
         self._pool.shutdown(wait=True)
         self._renewer.stop()
+        if self._planner is not None:
+            self._planner.stop()
         if self._listener is not None:
             self._listener.stop()
 

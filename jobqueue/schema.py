@@ -106,6 +106,8 @@ jobs = Table(
     _ts("created_at", nullable=False, server_default=text("now()")),
     _ts("started_at"),
     _ts("finished_at"),
+    # When the scheduling pass expects a queued job to start (null: not planned or unknown).
+    _ts("expected_start_at"),
     _ts("updated_at", nullable=False, server_default=text("now()")),
     CheckConstraint("gpus BETWEEN 0 AND 64", name="gpus_range"),
     CheckConstraint("priority BETWEEN 0 AND 100", name="priority_range"),
@@ -172,6 +174,12 @@ Index(
     jobs.c.lease_expires_at,
     postgresql_where=text("status = 'running'"),
 )
+# The few jobs with a planned start: the pass clears those it no longer plans.
+Index(
+    "ix_jobs_expected_start",
+    jobs.c.expected_start_at,
+    postgresql_where=text("expected_start_at IS NOT NULL"),
+)
 Index("ix_jobs_finished", jobs.c.finished_at, postgresql_where=text("finished_at IS NOT NULL"))
 
 job_events = Table(
@@ -228,6 +236,52 @@ teams = Table(
     _ts("created_at", nullable=False, server_default=text("now()")),
     _ts("updated_at", nullable=False, server_default=text("now()")),
     CheckConstraint("share > 0", name="share_positive"),
+)
+
+# Each team's recent GPU usage, decayed with a half-life, and the fair-share factor
+# that the claim orders by (Slurm's 2^(-usage/share)); kept by the scheduling pass.
+team_standing = Table(
+    "team_standing",
+    metadata,
+    Column("team", Text, primary_key=True),
+    Column("usage_gpu_seconds", Float, nullable=False, server_default=text("0")),
+    # Its part of all recent usage and of all shares, both in [0, 1].
+    Column("usage_fraction", Float, nullable=False, server_default=text("0")),
+    Column("share_fraction", Float, nullable=False, server_default=text("0")),
+    # 2^(-usage_fraction / share_fraction): 1 for a team that used nothing.
+    Column("factor", Float, nullable=False, server_default=text("1")),
+    _ts("updated_at", nullable=False, server_default=text("now()")),
+)
+
+# GPUs a host keeps free for a job that does not fit yet (EASY backfill): other jobs
+# start there only if their limit ends before starts_at, or on the extra GPUs.
+reservations = Table(
+    "reservations",
+    metadata,
+    Column(
+        "job_id",
+        UUID(as_uuid=True),
+        ForeignKey("jobs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("pool", Text, nullable=False),
+    Column("worker_name", Text, nullable=False),
+    Column("gpus", Integer, nullable=False),
+    # When enough of the host's GPUs free up by the running jobs' limits (null: unknown).
+    _ts("starts_at"),
+    # GPUs the host has beyond the job's need at starts_at: free for anyone.
+    Column("extra_gpus", Integer, nullable=False, server_default=text("0")),
+    _ts("planned_at", nullable=False, server_default=text("now()")),
+)
+Index("ix_reservations_worker_name", reservations.c.worker_name)
+
+# One row: when the scheduling pass last ran (any process may run it; one at a time).
+scheduler_state = Table(
+    "scheduler_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    _ts("planned_at"),
+    CheckConstraint("id = 1", name="single_row"),
 )
 
 workers = Table(

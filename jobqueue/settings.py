@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     prune_interval_seconds: float = Field(default=3600, gt=0)
     #: A job's time limit when its submit gives none, per pool (JSON: {"a100": 86400}).
     pool_max_runtime_seconds: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    #: Half-life of the GPU usage that fair share compares with the teams' shares.
+    fair_share_half_life_hours: float = Field(default=168, gt=0)
+    #: How often the scheduling pass (fair-share standings, reservations, expected
+    #: starts) runs; any worker runs it, one at a time.
+    plan_interval_seconds: float = Field(default=5, gt=0)
+    #: Queued jobs per pool the pass plans (reservations, expected starts); the rest
+    #: have no expected start yet.
+    plan_depth: int = Field(default=100, ge=1, le=10_000)
     #: Log lines kept per job; older lines are dropped first.
     log_max_lines: int = Field(default=10_000, ge=20)
     #: Metric points kept per job; older points are dropped first.

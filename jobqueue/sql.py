@@ -75,15 +75,37 @@ EVENTS = text("""
     FROM job_events WHERE job_id = :id AND id > :after ORDER BY id
 """)
 
-# Claim candidates: claimable queued jobs of these pools and kinds, in claim order, locked.
-CLAIM_CANDIDATES = text("""
-    SELECT id, gpus, forced_at IS NOT NULL AS forced, team, pool
-    FROM jobs
-    WHERE status = 'queued' AND pool = ANY(:pools) AND kind = ANY(:kinds)
-      AND (not_before IS NULL OR not_before <= now())
-    ORDER BY forced_at ASC NULLS LAST, priority DESC, queued_at, id
+# A job's fair-share factor (1 for a team the scheduling pass has not seen): the claim
+# order puts jobs of the team furthest below its share first among equal priorities.
+_FACTOR_OF_J = "COALESCE((SELECT s.factor FROM team_standing s WHERE s.team = j.team), 1)"
+
+# The claim order of a job ``j``, as one ascending key (forced first, in force order;
+# then priority; then fair share; then time queued).
+_CLAIM_KEY_OF_J = f"""
+    COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority, -{_FACTOR_OF_J},
+    j.queued_at, j.id
+"""
+
+# Claim candidates: claimable queued jobs of these pools and kinds that could fit the
+# free GPUs (forced ones too: they may hold others back), in claim order, locked.
+CLAIM_CANDIDATES = text(f"""
+    SELECT j.id, j.gpus, j.forced_at IS NOT NULL AS forced, j.team, j.pool,
+           j.max_runtime_seconds AS limit_s
+    FROM jobs j
+    WHERE j.status = 'queued' AND j.pool = ANY(:pools) AND j.kind = ANY(:kinds)
+      AND (j.not_before IS NULL OR j.not_before <= now())
+      AND (j.gpus <= :free_gpus OR j.forced_at IS NOT NULL)
+    ORDER BY {_CLAIM_KEY_OF_J}
     LIMIT :scan
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF j SKIP LOCKED
+""")
+
+# The reservations of the pools whose jobs still wait, with the database clock (epoch).
+CLAIM_RESERVATIONS = text("""
+    SELECT r.job_id, r.worker_name, EXTRACT(EPOCH FROM r.starts_at)::float AS starts_at,
+           r.extra_gpus, EXTRACT(EPOCH FROM now())::float AS db_now
+    FROM reservations r JOIN jobs j ON j.id = r.job_id AND j.status = 'queued'
+    WHERE r.pool = ANY(:pools)
 """)
 
 # The teams among :teams with a quota in one of :pools, locked in name order: claimers of
@@ -112,10 +134,12 @@ CLAIM_JOBS = text("""
         SET status = 'running', worker_name = :worker, gpu_ids = chosen.gpu_ids,
             lease_token = gen_random_uuid(),
             lease_expires_at = now() + make_interval(secs => :lease_seconds),
-            started_at = now(), updated_at = now(), not_before = NULL
+            started_at = now(), updated_at = now(), not_before = NULL, expected_start_at = NULL
         FROM chosen
         WHERE j.id = chosen.id AND j.status = 'queued'
         RETURNING j.*
+    ), unreserved AS (
+        DELETE FROM reservations r USING started WHERE r.job_id = started.id
     ), logged AS (
         INSERT INTO job_events (job_id, from_status, to_status, action, actor, reason)
         SELECT id, 'queued', 'running', 'claim', :actor,
@@ -220,26 +244,28 @@ ORPHANED_JOBS = text("""
 """)
 
 # Claimable queued jobs of some pools, ranked per pool in claim order.
-QUEUE_ORDER = text("""
-    SELECT id, name, pool, kind, gpus, priority, forced_at IS NOT NULL AS forced,
-           row_number() OVER (
-               PARTITION BY pool ORDER BY forced_at ASC NULLS LAST, priority DESC, queued_at, id
-           ) AS position
-    FROM jobs
-    WHERE status = 'queued' AND pool = ANY(:pools)
-      AND (not_before IS NULL OR not_before <= now())
-    ORDER BY pool, position
+QUEUE_ORDER = text(f"""
+    SELECT j.id, j.name, j.pool, j.kind, j.gpus, j.priority, j.forced_at IS NOT NULL AS forced,
+           row_number() OVER (PARTITION BY j.pool ORDER BY {_CLAIM_KEY_OF_J}) AS position
+    FROM jobs j
+    WHERE j.status = 'queued' AND j.pool = ANY(:pools)
+      AND (j.not_before IS NULL OR j.not_before <= now())
+    ORDER BY j.pool, position
 """)
 
 # How many claimable queued jobs of its pool are ahead of the job ``j`` in claim order:
-# an index range of ix_jobs_queue_rank, so it costs the rows ahead, not the whole queue.
-_JOBS_AHEAD_OF_J = """
+# an index range of ix_jobs_queue_rank down to j's priority, the fair-share factor
+# deciding among equal priorities.
+_JOBS_AHEAD_OF_J = f"""
     SELECT count(*) FROM jobs ahead
     WHERE ahead.status = 'queued' AND ahead.pool = j.pool
       AND (ahead.not_before IS NULL OR ahead.not_before <= now())
+      AND (COALESCE(ahead.forced_at, 'infinity'::timestamptz), -ahead.priority)
+        <= (COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority)
       AND (COALESCE(ahead.forced_at, 'infinity'::timestamptz), -ahead.priority,
+           -COALESCE((SELECT s.factor FROM team_standing s WHERE s.team = ahead.team), 1),
            ahead.queued_at, ahead.id)
-        < (COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority, j.queued_at, j.id)
+        < ({_CLAIM_KEY_OF_J})
 """
 
 # Only the rows waiting reasons need: the pools' forced jobs (they hold others back; no
@@ -251,8 +277,7 @@ QUEUE_ORDER_OF = text(f"""
     WHERE j.status = 'queued' AND j.pool = ANY(:pools)
       AND (j.not_before IS NULL OR j.not_before <= now())
       AND (j.forced_at IS NOT NULL OR j.id = ANY(:ids))
-    ORDER BY j.pool, COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority,
-             j.queued_at, j.id
+    ORDER BY j.pool, {_CLAIM_KEY_OF_J}
 """)
 
 # Pools that have claimable queued jobs.
@@ -308,13 +333,41 @@ WORKERS = text(f"""
 # array: a waiting reason needs no more, and one value costs less to read than rows.
 _LIVE_WORKERS_JSON = f"""
     SELECT COALESCE(jsonb_agg(jsonb_build_object(
-               'pools', w.pools, 'kinds', w.kinds,
+               'name', w.name, 'pools', w.pools, 'kinds', w.kinds,
                'gpu_total', w.gpu_total, 'gpu_free', w.gpu_free)), '[]'::jsonb)
     FROM workers w WHERE {_WORKER_ALIVE}
 """
 
-# What waiting reasons read besides the jobs: the database clock and the live workers.
-WAIT_CONTEXT = text(f"SELECT now() AS db_now, ({_LIVE_WORKERS_JSON}) AS live_workers")
+# What the scheduler holds that waiting reasons explain, as one JSON object: the
+# reservations (with their jobs' names), the teams' standings, and each quota with the
+# GPUs its team holds in that pool. All small: a few rows per pool and team.
+_SCHEDULING_JSON = """
+    SELECT jsonb_build_object(
+        'reservations', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                             'job_id', r.job_id, 'job_name', rj.name, 'pool', r.pool,
+                             'worker_name', r.worker_name, 'starts_at', r.starts_at,
+                             'extra_gpus', r.extra_gpus)), '[]'::jsonb)
+                         FROM reservations r JOIN jobs rj ON rj.id = r.job_id
+                         WHERE rj.status = 'queued'),
+        'standings', (SELECT COALESCE(jsonb_object_agg(s.team, jsonb_build_object(
+                          'usage_fraction', s.usage_fraction,
+                          'share_fraction', s.share_fraction)), '{}'::jsonb)
+                      FROM team_standing s),
+        'quotas', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                       'team', t.name, 'pool', q.key, 'quota', (q.value)::int,
+                       'held', (SELECT COALESCE(sum(h.gpus), 0) FROM jobs h
+                                WHERE h.status = 'running' AND h.team = t.name
+                                  AND h.pool = q.key))), '[]'::jsonb)
+                   FROM teams t, jsonb_each(t.quota_gpus) q
+                   WHERE jsonb_typeof(q.value) = 'number'))
+"""
+
+# What waiting reasons read besides the jobs: the database clock, the live workers and
+# the scheduler's state.
+WAIT_CONTEXT = text(f"""
+    SELECT now() AS db_now, ({_LIVE_WORKERS_JSON}) AS live_workers,
+           ({_SCHEDULING_JSON}) AS scheduling
+""")
 
 # One job with all its waiting reason needs, in one round trip (the GET of a job, which
 # a UI polls): the row as one JSON value (column job, see Job.from_json), the columns of
@@ -334,7 +387,8 @@ JOB_WITH_WAIT = text(f"""
                FROM jobs f
                WHERE f.status = 'queued' AND f.pool = j.pool AND f.forced_at IS NOT NULL
                  AND (f.not_before IS NULL OR f.not_before <= now())) END AS wait_forced,
-           CASE WHEN j.status = 'queued' THEN ({_LIVE_WORKERS_JSON}) END AS live_workers
+           CASE WHEN j.status = 'queued' THEN ({_LIVE_WORKERS_JSON}) END AS live_workers,
+           CASE WHEN j.status = 'queued' THEN ({_SCHEDULING_JSON}) END AS scheduling
     FROM jobs j
     WHERE j.id = :id
 """).columns(
@@ -345,6 +399,7 @@ JOB_WITH_WAIT = text(f"""
     column("wait_position", Integer),
     column("wait_forced", JSONB),
     column("live_workers", JSONB),
+    column("scheduling", JSONB),
 )
 
 # Finished jobs older than the cut-off (their events, logs and metrics go with them).
@@ -364,4 +419,126 @@ PRUNE_WORKERS = text("""
     DELETE FROM workers
     WHERE last_heartbeat_at < now() - make_interval(secs => :age_seconds)
       AND NOT EXISTS (SELECT 1 FROM jobs WHERE status = 'running' AND worker_name = workers.name)
+""")
+
+# -- the scheduling pass (jobqueue.planner) ------------------------------------------
+
+# Only one process plans at a time; the others skip the pass (held until commit).
+TRY_PLAN_LOCK = text("SELECT pg_try_advisory_xact_lock(7242674513380352)")
+
+# When the last pass ran, with the database clock, both as epoch seconds.
+PLAN_STATE = text("""
+    SELECT EXTRACT(EPOCH FROM planned_at)::float AS planned_at,
+           EXTRACT(EPOCH FROM now())::float AS db_now
+    FROM scheduler_state WHERE id = 1
+""")
+
+# Record this pass.
+PLANNED = text("UPDATE scheduler_state SET planned_at = now() WHERE id = 1")
+
+# GPU-seconds each team's jobs held between :since and now (epoch seconds): running
+# jobs, and jobs that finished since.
+USAGE_SINCE = text("""
+    SELECT team, sum(gpus * EXTRACT(EPOCH FROM (held_until - GREATEST(started_at,
+                                                 to_timestamp(:since)))))::float AS gpu_seconds
+    FROM (
+        SELECT team, gpus, started_at, now() AS held_until FROM jobs
+        WHERE status = 'running' AND gpus > 0
+        UNION ALL
+        SELECT team, gpus, started_at, finished_at FROM jobs
+        WHERE finished_at > to_timestamp(:since) AND gpus > 0 AND started_at IS NOT NULL
+    ) held
+    WHERE held_until > GREATEST(started_at, to_timestamp(:since))
+    GROUP BY team
+""")
+
+# Every team's standing, with its share (1 without a teams row), and whether it has
+# queued jobs now.
+STANDINGS = text("""
+    SELECT names.team, COALESCE(s.usage_gpu_seconds, 0) AS usage_gpu_seconds,
+           COALESCE(t.share, 1) AS share
+    FROM (SELECT team FROM team_standing
+          UNION SELECT DISTINCT team FROM jobs WHERE status IN ('queued', 'running')) names
+    LEFT JOIN team_standing s ON s.team = names.team
+    LEFT JOIN teams t ON t.name = names.team
+""")
+
+# Write the teams' standings (arrays of equal length).
+UPSERT_STANDINGS = text("""
+    INSERT INTO team_standing (team, usage_gpu_seconds, usage_fraction, share_fraction, factor,
+                               updated_at)
+    SELECT * , now() FROM unnest(CAST(:teams AS text[]), CAST(:usage AS float8[]),
+                                 CAST(:usage_fraction AS float8[]),
+                                 CAST(:share_fraction AS float8[]), CAST(:factor AS float8[]))
+    ON CONFLICT (team) DO UPDATE
+    SET usage_gpu_seconds = EXCLUDED.usage_gpu_seconds,
+        usage_fraction = EXCLUDED.usage_fraction, share_fraction = EXCLUDED.share_fraction,
+        factor = EXCLUDED.factor, updated_at = now()
+""")
+
+# Standings of teams whose usage has decayed to nothing and that have no jobs waiting
+# or running: forgotten, so that the table holds only teams in play.
+FORGET_STANDINGS = text("""
+    DELETE FROM team_standing s
+    WHERE s.usage_gpu_seconds < 1
+      AND NOT EXISTS (SELECT 1 FROM jobs WHERE team = s.team AND status IN ('queued', 'running'))
+""")
+
+# The live workers of a pool, as the plan sees them.
+PLAN_HOSTS = text(f"""
+    SELECT w.name, w.gpu_total, w.kinds FROM workers w
+    WHERE :pool = ANY(w.pools) AND {_WORKER_ALIVE}
+""")
+
+# The running jobs of live workers: GPUs and end by the time limit (epoch; null: none).
+PLAN_RUNNING = text(f"""
+    SELECT j.worker_name, j.gpus,
+           EXTRACT(EPOCH FROM j.started_at)::float + j.max_runtime_seconds AS ends_at
+    FROM jobs j JOIN workers w ON w.name = j.worker_name AND {_WORKER_ALIVE}
+    WHERE j.status = 'running' AND j.gpus > 0
+""")
+
+# The first :depth claimable queued jobs of a pool, in claim order.
+PLAN_QUEUE = text(f"""
+    SELECT j.id, j.gpus, j.kind, j.forced_at IS NOT NULL AS forced,
+           j.max_runtime_seconds AS limit_s, j.team
+    FROM jobs j
+    WHERE j.status = 'queued' AND j.pool = :pool
+      AND (j.not_before IS NULL OR j.not_before <= now())
+    ORDER BY {_CLAIM_KEY_OF_J}
+    LIMIT :depth
+""")
+
+# Each team's quota in a pool and the GPUs its running jobs hold there.
+PLAN_QUOTAS = text("""
+    SELECT t.name AS team, (t.quota_gpus ->> :pool)::int AS quota,
+           COALESCE((SELECT sum(gpus) FROM jobs
+                     WHERE status = 'running' AND team = t.name AND pool = :pool), 0) AS held
+    FROM teams t WHERE t.quota_gpus ->> :pool IS NOT NULL
+""")
+
+# Replace the reservations of every pool with the pass's (arrays of equal length).
+REPLACE_RESERVATIONS = text("""
+    WITH dropped AS (DELETE FROM reservations)
+    INSERT INTO reservations (job_id, pool, worker_name, gpus, starts_at, extra_gpus)
+    SELECT r.job_id, r.pool, r.worker_name, r.gpus, to_timestamp(r.starts_at), r.extra_gpus
+    FROM unnest(CAST(:job_ids AS uuid[]), CAST(:pools AS text[]), CAST(:workers AS text[]),
+                CAST(:gpus AS int[]), CAST(:starts_at AS float8[]), CAST(:extra AS int[]))
+        AS r(job_id, pool, worker_name, gpus, starts_at, extra_gpus)
+""")
+
+# Set the expected start of the planned jobs (epoch; null: unknown) where it changed,
+# and clear it on queued jobs the pass no longer plans.
+SET_EXPECTED_STARTS = text("""
+    WITH planned AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:starts AS float8[])) AS p(id, starts_at)
+    ), cleared AS (
+        UPDATE jobs SET expected_start_at = NULL
+        WHERE status = 'queued' AND expected_start_at IS NOT NULL
+          AND id <> ALL(CAST(:ids AS uuid[]))
+    )
+    UPDATE jobs j SET expected_start_at = to_timestamp(planned.starts_at)
+    FROM planned
+    WHERE j.id = planned.id AND j.status = 'queued'
+      AND j.expected_start_at IS DISTINCT FROM to_timestamp(planned.starts_at)
 """)

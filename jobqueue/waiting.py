@@ -16,6 +16,8 @@ class Capacity(Protocol):
     """What a waiting reason reads of a live worker (a ``WorkerInfo`` has it too)."""
 
     @property
+    def name(self) -> str: ...
+    @property
     def pools(self) -> Sequence[str]: ...
     @property
     def kinds(self) -> Sequence[str]: ...
@@ -33,10 +35,60 @@ class LiveWorker:
     kinds: list[str]
     gpu_total: int
     gpu_free: int
+    name: str = ""
 
     @classmethod
     def many(cls, values: Sequence[Mapping[str, Any]] | None) -> list[LiveWorker]:
         return [cls(**value) for value in values or ()]
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldFor:
+    """A reservation as waiting reasons show it."""
+
+    job_id: UUID
+    job_name: str
+    pool: str
+    worker_name: str
+    starts_at: datetime | None
+    extra_gpus: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheduling:
+    """What the scheduler holds that explains waits (``sql._SCHEDULING_JSON``)."""
+
+    reservations: list[HeldFor] = dataclasses.field(default_factory=list)
+    #: team → (its part of recent GPU usage, its part of the shares).
+    standings: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    #: (team, pool) → (quota, GPUs its running jobs hold there).
+    quotas: dict[tuple[str, str], tuple[int, int]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, value: Mapping[str, Any] | None) -> Scheduling:
+        if not value:
+            return cls()
+        return cls(
+            reservations=[
+                HeldFor(
+                    job_id=UUID(r["job_id"]),
+                    job_name=r["job_name"],
+                    pool=r["pool"],
+                    worker_name=r["worker_name"],
+                    starts_at=datetime.fromisoformat(r["starts_at"]) if r["starts_at"] else None,
+                    extra_gpus=r["extra_gpus"],
+                )
+                for r in value.get("reservations") or ()
+            ],
+            standings={
+                team: (float(v["usage_fraction"]), float(v["share_fraction"]))
+                for team, v in (value.get("standings") or {}).items()
+            },
+            quotas={
+                (q["team"], q["pool"]): (int(q["quota"]), int(q["held"]))
+                for q in value.get("quotas") or ()
+            },
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +113,15 @@ def waiting_reason(
     position: int | None,
     pool_queue: Sequence[QueueEntry],
     workers: Sequence[Capacity],
+    scheduling: Scheduling | None = None,
 ) -> str | None:
     """The sentence for a pending or queued job; None for any other status.
 
-    ``pool_queue`` is the job's pool in claim order and ``workers`` the live
-    workers; the first obstacle found, in the order a person would check, wins.
+    ``pool_queue`` is the job's pool in claim order, ``workers`` the live workers and
+    ``scheduling`` the reservations, standings and quotas; the first obstacle found,
+    in the order a person would check, wins.
     """
+    scheduling = scheduling or Scheduling()
     if job.status is JobStatus.PENDING:
         return "held: release or force-start it to queue it"
     if job.status is not JobStatus.QUEUED:
@@ -77,6 +132,9 @@ def waiting_reason(
     knowing = [w for w in in_pool if job.kind in w.kinds]
     if not knowing:
         return f"no live worker in pool {job.pool} knows kind {job.kind}"
+    quota = scheduling.quotas.get((job.team, job.pool))
+    if quota is not None and job.gpus > 0 and job.gpus > quota[0] - quota[1]:
+        return f"team {job.team} is at its quota of {quota[0]} GPUs in pool {job.pool}"
     largest_free = max(w.gpu_free for w in knowing)
     if job.gpus > largest_free:
         largest_total = max(w.gpu_total for w in knowing)
@@ -102,7 +160,50 @@ def waiting_reason(
         )
         if forced_ahead is not None:
             return f"behind forced job {forced_ahead.name} ({forced_ahead.id})"
+    held = _held_back_by_reservation(job, knowing, scheduling.reservations, now)
+    if held is not None:
+        return held
     ahead = (position or 1) - 1
+    standing = scheduling.standings.get(job.team)
+    if ahead > 0 and standing is not None and standing[0] > standing[1]:
+        return (
+            f"team {job.team} used {standing[0]:.0%} of recent GPU time for a "
+            f"{standing[1]:.0%} share: behind {ahead} job{'s' if ahead != 1 else ''}"
+        )
     if ahead == 0:
         return "next in line: a worker will claim it shortly"
     return f"behind {ahead} job{'s' if ahead != 1 else ''}"
+
+
+def _held_back_by_reservation(
+    job: Job, knowing: Sequence[Capacity], reservations: Sequence[HeldFor], now: datetime
+) -> str | None:
+    """The sentence when every live worker with room for ``job`` keeps that room for a
+    reserved job that ``job`` would delay (the claim's rule, :func:`jobqueue.fit.choose`)."""
+    if job.gpus == 0:
+        return None
+    by_worker = {r.worker_name: r for r in reservations if r.pool == job.pool}
+    roomy = [w for w in knowing if w.gpu_free >= job.gpus]
+    blocking: list[HeldFor] = []
+    for w in roomy:
+        r = by_worker.get(w.name)
+        if r is None or r.job_id == job.id:
+            return None
+        ends_in_time = (
+            r.starts_at is not None
+            and job.max_runtime_seconds is not None
+            and (r.starts_at - now).total_seconds() >= job.max_runtime_seconds
+        )
+        if ends_in_time or job.gpus <= r.extra_gpus:
+            return None
+        blocking.append(r)
+    if not blocking:
+        return None
+    r = blocking[0]
+    when = (
+        f" from {r.starts_at.isoformat(timespec='minutes')}"
+        if r.starts_at
+        else " until its GPUs free up"
+    )
+    why = "it has no time limit" if job.max_runtime_seconds is None else "its time limit ends later"
+    return f"the free GPUs of host {r.worker_name} are reserved for job {r.job_name}{when} ({why})"

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine
 
 from jobqueue import sql
 from jobqueue.errors import LeaseLost
-from jobqueue.fit import Candidate, choose
+from jobqueue.fit import Candidate, HostReservation, choose
 from jobqueue.outcomes import (
     Exit,
     StopCause,
@@ -121,20 +121,30 @@ class WorkerStore:
         if slots <= 0 or not worker.kinds or not worker.pools:
             return []
         scan = max(4 * slots, 16)
+        free = list(free_gpu_ids)
         with self.engine.begin() as conn:
             rows = conn.execute(
                 sql.CLAIM_CANDIDATES,
-                {"pools": list(worker.pools), "kinds": list(worker.kinds), "scan": scan},
-            ).mappings()
+                {"pools": list(worker.pools), "kinds": list(worker.kinds), "scan": scan,
+                 "free_gpus": len(free)},
+            ).mappings()  # fmt: skip
             candidates = [
-                Candidate(r["id"], r["gpus"], r["forced"], r["team"], r["pool"]) for r in rows
+                Candidate(r["id"], r["gpus"], r["forced"], r["team"], r["pool"], r["limit_s"])
+                for r in rows
             ]
+            needs_gpus = any(c.gpus > 0 for c in candidates)
+            mine, elsewhere, now = (
+                _reservations(conn, worker) if needs_gpus else (None, frozenset(), 0.0)
+            )
             assignments = choose(
                 candidates,
-                free_gpu_ids=list(free_gpu_ids),
+                free_gpu_ids=free,
                 total_gpus=len(worker.gpu_ids),
                 slots=slots,
-                quota_left=_quota_left(conn, candidates, worker.pools),
+                quota_left=_quota_left(conn, candidates, worker.pools) if needs_gpus else {},
+                reservation=mine,
+                reserved_elsewhere=elsewhere,
+                now=now,
             )
             if not assignments:
                 return []
@@ -289,6 +299,23 @@ class WorkerStore:
             ]
 
 
+def _reservations(
+    conn: Connection, worker: WorkerIdentity
+) -> tuple[HostReservation | None, frozenset[UUID], float]:
+    """This host's reservation (if any), the jobs reserved on other hosts, and the
+    database clock (epoch seconds) the reservation's start compares with."""
+    mine: HostReservation | None = None
+    elsewhere: set[UUID] = set()
+    now = 0.0
+    for r in conn.execute(sql.CLAIM_RESERVATIONS, {"pools": list(worker.pools)}):
+        now = r.db_now
+        if r.worker_name == worker.name and mine is None:
+            mine = HostReservation(r.job_id, r.starts_at, int(r.extra_gpus))
+        elif r.worker_name != worker.name:
+            elsewhere.add(r.job_id)
+    return mine, frozenset(elsewhere), now
+
+
 def _quota_left(
     conn: Connection, candidates: Sequence[Candidate], pools: Sequence[str]
 ) -> dict[tuple[str, str], int]:
@@ -315,4 +342,3 @@ def _quota_left(
         )
     }
     return {key: max(0, limit - held.get(key, 0)) for key, limit in quotas.items()}
-

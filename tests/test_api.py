@@ -880,6 +880,7 @@ def test_queue_lists_claimable_jobs_per_pool_in_claim_order(api, store, worker):
         "name": "low",
         "position": 1,
         "gpus": 2,
+        "expected_start_at": None,
         "priority": 10,
         "forced": True,
         "waiting_reason": default[0]["waiting_reason"],

@@ -22,7 +22,9 @@ from tests.helpers import spec
 
 S = JobStatus
 OP = "alice"
-QUEUE_KEYS = {"id", "name", "position", "gpus", "priority", "forced", "waiting_reason"}
+QUEUE_KEYS = {
+    "id", "name", "position", "gpus", "priority", "forced", "expected_start_at", "waiting_reason"
+}  # fmt: skip
 
 
 # -- a database for the module ------------------------------------------------------------
@@ -180,6 +182,7 @@ def test_queue_lists_each_pools_claimable_jobs_in_claim_order(queue, worker):
             "gpus": 2,
             "priority": 10,
             "forced": True,
+            "expected_start_at": None,
             "waiting_reason": "next in line: a worker will claim it shortly",
         },
         {
@@ -189,6 +192,7 @@ def test_queue_lists_each_pools_claimable_jobs_in_claim_order(queue, worker):
             "gpus": 1,
             "priority": 60,
             "forced": False,
+            "expected_start_at": None,
             "waiting_reason": f"behind forced job a ({a.id})",
         },
     ]

@@ -74,6 +74,7 @@ def make_job(**overrides) -> Job:
         started_at=None,
         finished_at=None,
         updated_at=NOW - timedelta(minutes=5),
+        expected_start_at=None,
     )
     values.update(overrides)
     return Job(**values)

@@ -1,0 +1,151 @@
+"""The scheduling pass: fair-share standings, reservations and expected starts.
+
+Any claimer runs it (the worker daemon, every ``plan_interval_seconds``); one process
+at a time, by a transaction-scoped advisory lock, and only when the last pass is
+older than the interval, so many hosts cost one pass. Everything it writes is
+derived from the job rows and recomputed from them by the next pass: a pass that
+dies, or a cluster whose planner stopped, loses nothing — hosts keep claiming by
+priority and the last standings, and the forced-job rule still holds.
+
+1. **Usage.** Each team's GPU-seconds since the last pass are added to its usage,
+   which decays with ``fair_share_half_life_hours`` (Slurm's ``PriorityDecayHalfLife``);
+   the team's factor ``2^(-usage_fraction / share_fraction)`` orders the claim among
+   equal priorities (Slurm's fair-share factor).
+2. **Plan.** Per pool, :func:`jobqueue.plan.plan_pool` over the live workers, the
+   running jobs' time limits and the first ``plan_depth`` queued jobs: the
+   reservations the claim honours, and each planned job's ``expected_start_at``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+
+from sqlalchemy import Connection, Engine
+
+from jobqueue import sql
+from jobqueue.plan import INFINITY, Host, PoolPlan, Waiting, plan_pool
+from jobqueue.settings import Settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Standing:
+    team: str
+    usage_gpu_seconds: float
+    usage_fraction: float
+    share_fraction: float
+    factor: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PassResult:
+    standings: list[Standing]
+    plans: dict[str, PoolPlan]
+
+
+def run_pass(engine: Engine, settings: Settings, *, force: bool = False) -> PassResult | None:
+    """One scheduling pass, or None when another process is planning or the last pass
+    is younger than the interval (``force`` skips that second check)."""
+    with engine.begin() as conn:
+        if not conn.execute(sql.TRY_PLAN_LOCK).scalar_one():
+            return None
+        state = conn.execute(sql.PLAN_STATE).one()
+        now, last = state.db_now, state.planned_at
+        if not force and last is not None and now - last < settings.plan_interval_seconds:
+            return None
+        standings = _update_standings(conn, settings, now=now, since=last)
+        plans = _plan_pools(conn, settings, now=now)
+        conn.execute(sql.PLANNED)
+        return PassResult(standings, plans)
+
+
+def _update_standings(
+    conn: Connection, settings: Settings, *, now: float, since: float | None
+) -> list[Standing]:
+    added: dict[str, float] = {}
+    if since is not None:
+        added = {r.team: r.gpu_seconds for r in conn.execute(sql.USAGE_SINCE, {"since": since})}
+        decay = 0.5 ** ((now - since) / (settings.fair_share_half_life_hours * 3600.0))
+    else:
+        decay = 1.0
+    rows = conn.execute(sql.STANDINGS).all()
+    usage = {r.team: r.usage_gpu_seconds * decay + added.get(r.team, 0.0) for r in rows}
+    shares = {r.team: float(r.share) for r in rows}
+    standings = standings_of(usage, shares)
+    if standings:
+        conn.execute(
+            sql.UPSERT_STANDINGS,
+            {
+                "teams": [s.team for s in standings],
+                "usage": [s.usage_gpu_seconds for s in standings],
+                "usage_fraction": [s.usage_fraction for s in standings],
+                "share_fraction": [s.share_fraction for s in standings],
+                "factor": [s.factor for s in standings],
+            },
+        )
+    conn.execute(sql.FORGET_STANDINGS)
+    return standings
+
+
+def standings_of(usage: dict[str, float], shares: dict[str, float]) -> list[Standing]:
+    """Slurm's fair-share factor per team: ``2^(-U/S)``, U its part of all usage and S
+    its part of all shares (of the teams in play); 1 when nobody used anything."""
+    total_usage = sum(usage.values())
+    total_share = sum(shares.values())
+    out = []
+    for team in sorted(usage):
+        u = usage[team] / total_usage if total_usage > 0 else 0.0
+        s = shares[team] / total_share if total_share > 0 else 0.0
+        factor = 2.0 ** (-u / s) if s > 0 else 0.0
+        out.append(Standing(team, usage[team], u, s, factor))
+    return out
+
+
+def _plan_pools(conn: Connection, settings: Settings, *, now: float) -> dict[str, PoolPlan]:
+    alive = {"alive_seconds": settings.worker_alive_seconds}
+    running: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in conn.execute(sql.PLAN_RUNNING, alive):
+        ends = INFINITY if r.ends_at is None else max(now, float(r.ends_at))
+        running[r.worker_name].append((int(r.gpus), ends))
+    plans: dict[str, PoolPlan] = {}
+    for pool in [r[0] for r in conn.execute(sql.QUEUED_POOLS)]:
+        hosts = [
+            Host(h.name, int(h.gpu_total), frozenset(h.kinds), tuple(running.get(h.name, ())))
+            for h in conn.execute(sql.PLAN_HOSTS, {"pool": pool, **alive})
+        ]
+        queue = [
+            Waiting(q.id, int(q.gpus), q.kind, bool(q.forced),
+                    None if q.limit_s is None else float(q.limit_s), q.team)
+            for q in conn.execute(sql.PLAN_QUEUE, {"pool": pool, "depth": settings.plan_depth})
+        ]  # fmt: skip
+        quota_left = {
+            q.team: max(0, int(q.quota) - int(q.held))
+            for q in conn.execute(sql.PLAN_QUOTAS, {"pool": pool})
+        }
+        plans[pool] = plan_pool(hosts, queue, now=now, quota_left=quota_left)
+    _write_plans(conn, plans)
+    return plans
+
+
+def _write_plans(conn: Connection, plans: dict[str, PoolPlan]) -> None:
+    reserved = [(pool, r) for pool, plan in plans.items() for r in plan.reservations]
+    conn.execute(
+        sql.REPLACE_RESERVATIONS,
+        {
+            "job_ids": [r.job_id for _, r in reserved],
+            "pools": [pool for pool, _ in reserved],
+            "workers": [r.worker_name for _, r in reserved],
+            "gpus": [r.gpus for _, r in reserved],
+            "starts_at": [r.starts_at for _, r in reserved],
+            "extra": [r.extra_gpus for _, r in reserved],
+        },
+    )
+    starts = [(job_id, t) for plan in plans.values() for job_id, t in plan.expected_start.items()]
+    conn.execute(
+        sql.SET_EXPECTED_STARTS,
+        {
+            "ids": [job_id for job_id, _ in starts],
+            "starts": [t if t is not None and math.isfinite(t) else None for _, t in starts],
+        },
+    )
