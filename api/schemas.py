@@ -65,10 +65,13 @@ class Job(_Out):
     interruptions: int
     max_interruptions: int
     max_runtime_seconds: int | None
+    preemptible: bool
+    #: Times the scheduler stopped it for another job (each also an interruption).
+    preempted: int
     progress: Progress | None
     checkpoint: Checkpoint | None
     worker: WorkerRef | None
-    requested_action: Literal["pause", "cancel", "fail"] | None
+    requested_action: Literal["pause", "cancel", "fail", "preempt"] | None
     termination_reason: (
         Literal[
             "completed", "exit_code", "signal", "cancelled", "marked_failed",
@@ -166,6 +169,18 @@ class Gpus(_Out):
     devices: list[Device]
 
 
+class HostReservation(_Out):
+    """GPUs a host keeps for a job that does not fit yet (EASY backfill)."""
+
+    job_id: UUID
+    job_name: str
+    gpus: int
+    #: When enough of its GPUs free up by the running jobs' limits; null: unknown.
+    starts_at: datetime | None
+    #: GPUs beyond the job's need at that time, free for any job.
+    extra_gpus: int
+
+
 class Worker(_Out):
     name: str
     hostname: str
@@ -175,6 +190,7 @@ class Worker(_Out):
     last_heartbeat_at: datetime
     alive: bool
     running_jobs: list[UUID]
+    reservation: HostReservation | None
 
 
 class WorkerList(_Out):
@@ -185,8 +201,18 @@ class Team(_Out):
     name: str
     share: float
     quota_gpus: dict[str, int | None]
-    created_at: datetime
-    updated_at: datetime
+    #: Null for a team nobody set up (one with jobs or recent usage only).
+    created_at: datetime | None
+    updated_at: datetime | None
+    #: Recent GPU usage: GPU-seconds decayed with JOBQUEUE_FAIR_SHARE_HALF_LIFE_HOURS.
+    usage_gpu_seconds: float
+    #: Its part of all teams' recent usage, and of their shares (0…1).
+    usage_fraction: float
+    share_fraction: float
+    #: Fair-share factor 2^(-usage_fraction/share_fraction): higher goes first.
+    factor: float
+    gpus_running: dict[str, int]
+    jobs_queued: int
 
 
 class TeamList(_Out):

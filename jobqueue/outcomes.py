@@ -52,6 +52,7 @@ class StopCause(enum.StrEnum):
     SHUTDOWN = "shutdown"
     LEASE = "lease"  # it could not renew the lease in time
     TIME_LIMIT = "time_limit"  # it ran for its max_runtime_seconds
+    PREEMPT = "preempt"  # the scheduling pass asked for its GPUs
 
 
 def stop_rank(cause: StopCause) -> int:
@@ -114,6 +115,12 @@ def _carry_out_request(job: Job, request: RequestedAction, cause: str) -> Transi
     """A running job stops because of a recorded request (or the lease ran out on one)."""
     status = REQUEST_OUTCOME[request]
     termination = REQUEST_TERMINATION[request]
+    if request is RequestedAction.PREEMPT:
+        # Back in its old place (queued_at kept), an interruption that never fails it.
+        counts = {"interruptions": job.interruptions + 1, "preempted": job.preempted + 1}
+        return Transition(
+            status, {**_OFF_WORKER, **counts}, Cause.PREEMPT.value, reason=job.request_reason
+        )
     if termination is None:  # paused: keeps its checkpoint, off its worker
         return Transition(status, {**_OFF_WORKER}, cause, reason=job.request_reason)
     values = _finish(termination)
@@ -319,6 +326,20 @@ def _request(
     if kill and not job.request_kill:
         note = (reason + "; " if reason else "") + "kill now"
     return Transition(S.RUNNING, values, action.value, note)
+
+
+def preempt_request(job: Job, reason: str) -> Transition:
+    """The scheduling pass asks a running job's worker to stop it for another job (the
+    pause path: SIGTERM, grace for a checkpoint); a person's request replaces it."""
+    if job.status is not S.RUNNING or job.requested_action is not None or not job.preemptible:
+        raise InvalidTransition(job.id, job.status.value, Cause.PREEMPT.value)
+    values = {
+        "requested_action": RequestedAction.PREEMPT.value,
+        "requested_by": "scheduler",
+        "request_reason": reason,
+        "request_kill": False,
+    }
+    return Transition(S.RUNNING, values, Cause.PREEMPT.value, reason)
 
 
 def _refusal(action: Action, status: JobStatus) -> str:

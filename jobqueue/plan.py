@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from uuid import UUID
 
 INFINITY = math.inf
@@ -48,6 +48,27 @@ class Waiting:
     #: Its time limit in seconds; None: none.
     limit_s: float | None
     team: str = "default"
+    priority: int = 50
+    #: When it was queued (its place in the queue), database clock.
+    queued_at: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """A running job as preemption weighs it."""
+
+    id: UUID
+    worker_name: str
+    gpus: int
+    team: str
+    priority: int
+    forced: bool
+    preemptible: bool
+    started_at: float
+    #: Its last checkpoint (or its start): the work a stop now would lose begins here.
+    work_since: float
+    #: It already carries a request (it is being stopped).
+    stopping: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +120,16 @@ class _Timeline:
         self.held.append((start, start + length, gpus))
 
 
+def _earliest(
+    timelines: Sequence[_Timeline], gpus: int, length: float, now: float
+) -> tuple[float, _Timeline]:
+    """The earliest start for ``gpus`` GPUs over ``length`` and its host (by name on a tie)."""
+    return min(
+        ((t.earliest(gpus, length, now), t) for t in timelines),
+        key=lambda pair: (pair[0], pair[1].host.name),
+    )
+
+
 def plan_pool(
     hosts: Sequence[Host],
     queue: Sequence[Waiting],
@@ -129,8 +160,7 @@ def plan_pool(
             expected[job.id] = None  # waits for its team's own jobs to end
             continue
         length = job.limit_s if job.limit_s is not None else INFINITY
-        start, timeline = min(((t.earliest(job.gpus, length, now), t) for t in able),
-                              key=lambda pair: (pair[0], pair[1].host.name))  # fmt: skip
+        start, timeline = _earliest(able, job.gpus, length, now)
         if start <= now:
             timeline.hold(now, length, job.gpus)
             expected[job.id] = now
@@ -138,26 +168,77 @@ def plan_pool(
                 room[job.team] -= job.gpus
             continue
         protect = job.forced or not head_reserved
-        if start < INFINITY:
-            expected[job.id] = start
-            timeline.hold(start, length, job.gpus)
-            if protect and timeline.host.name not in reserved_hosts:
-                extra = timeline.host.gpu_total - timeline.used_at(start)
+        unreserved = [t for t in able if t.host.name not in reserved_hosts]
+        if protect and unreserved:
+            # A host keeps one reservation: this job's is the earliest of the others.
+            start, timeline = _earliest(unreserved, job.gpus, length, now)
+            if start == INFINITY:
+                # No time can be given (jobs without limits hold the GPUs): keep the
+                # host with the most free now, and plan nothing more on it.
+                timeline = max(unreserved, key=lambda t: t.host.gpu_total - t.used_at(now))
+                timeline.closed = True
+                reservations.append(Reservation(job.id, timeline.host.name, job.gpus, None, 0))
+            else:
+                extra = timeline.host.gpu_total - job.gpus - timeline.used_at(start)
                 reservations.append(
                     Reservation(job.id, timeline.host.name, job.gpus, start, max(0, extra))
                 )
-                reserved_hosts.add(timeline.host.name)
-                head_reserved = head_reserved or not job.forced
-            continue
-        expected[job.id] = None
-        if protect:
-            # No time can be given (jobs without limits hold the GPUs): keep the host
-            # that has the most free now, and plan nothing more on it.
-            open_hosts = [t for t in able if not t.closed and t.host.name not in reserved_hosts]
-            if open_hosts:
-                best = max(open_hosts, key=lambda t: t.host.gpu_total - t.used_at(now))
-                reservations.append(Reservation(job.id, best.host.name, job.gpus, None, 0))
-                reserved_hosts.add(best.host.name)
-                best.closed = True
-                head_reserved = head_reserved or not job.forced
+            reserved_hosts.add(timeline.host.name)
+            head_reserved = head_reserved or not job.forced
+        if start < INFINITY:
+            timeline.hold(start, length, job.gpus)
+            expected[job.id] = start
+        else:
+            expected[job.id] = None
     return PoolPlan(reservations, expected)
+
+
+def choose_victims(
+    preemptor: Waiting,
+    hosts: Sequence[Host],
+    running: Sequence[Running],
+    *,
+    now: float,
+    min_runtime_s: float,
+    above_share: Collection[str],
+) -> tuple[str, list[UUID]] | None:
+    """The host and the running jobs to preempt so that ``preemptor`` can start, or None.
+
+    A victim is preemptible, not forced, not already stopping, has run for at least
+    ``min_runtime_s`` (against thrashing), and is of a team in ``above_share`` or of
+    lower priority than the preemptor. On each host able to run the preemptor, victims
+    are taken fewest GPUs first, then least work lost (time since their last
+    checkpoint); the host that loses the fewest GPUs, then the least work, wins.
+    """
+    best: tuple[int, float, str, list[UUID]] | None = None
+    for h in sorted(hosts, key=lambda h: h.name):
+        if preemptor.kind not in h.kinds or preemptor.gpus > h.gpu_total:
+            continue
+        on_host = [r for r in running if r.worker_name == h.name]
+        need = preemptor.gpus - (h.gpu_total - sum(r.gpus for r in on_host))
+        if need <= 0:
+            return None  # it fits already: nothing to preempt
+        eligible = sorted(
+            (
+                r
+                for r in on_host
+                if r.preemptible
+                and not r.forced
+                and not r.stopping
+                and now - r.started_at >= min_runtime_s
+                and (r.team in above_share or r.priority < preemptor.priority)
+            ),
+            key=lambda r: (r.gpus, now - r.work_since, str(r.id)),
+        )
+        taken: list[Running] = []
+        for victim in eligible:
+            if sum(r.gpus for r in taken) >= need:
+                break
+            taken.append(victim)
+        freed = sum(r.gpus for r in taken)
+        if freed < need:
+            continue
+        lost = sum(now - r.work_since for r in taken)
+        if best is None or (freed, lost, h.name) < best[:3]:
+            best = (freed, lost, h.name, [r.id for r in taken])
+    return None if best is None else (best[2], best[3])

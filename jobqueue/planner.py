@@ -14,6 +14,12 @@ priority and the last standings, and the forced-job rule still holds.
 2. **Plan.** Per pool, :func:`jobqueue.plan.plan_pool` over the live workers, the
    running jobs' time limits and the first ``plan_depth`` queued jobs: the
    reservations the claim honours, and each planned job's ``expected_start_at``.
+3. **Preempt.** The first job of a pool that cannot start now and is forced, or is of
+   a team below its share and has waited ``preempt_wait_seconds``, may have running
+   jobs stopped for it (:func:`jobqueue.plan.choose_victims`): they get a ``preempt``
+   request by ``scheduler`` (the pause path; back to the queue in their old place),
+   and it gets the reservation of their host, so that nobody else takes their GPUs.
+   One preemption per pool at a time: none while earlier victims are still stopping.
 """
 
 from __future__ import annotations
@@ -21,12 +27,28 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
+from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 
 from jobqueue import sql
-from jobqueue.plan import INFINITY, Host, PoolPlan, Waiting, plan_pool
+from jobqueue.outcomes import preempt_request
+from jobqueue.plan import (
+    INFINITY,
+    Host,
+    PoolPlan,
+    Reservation,
+    Running,
+    Waiting,
+    choose_victims,
+    plan_pool,
+)
+from jobqueue.records import Job
 from jobqueue.settings import Settings
+from jobqueue.transitions import apply_transition
+
+#: The actor of the scheduling pass's own events (preemptions).
+SCHEDULER = "scheduler"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +64,8 @@ class Standing:
 class PassResult:
     standings: list[Standing]
     plans: dict[str, PoolPlan]
+    #: pool → (the job preempted for, the victims) of this pass.
+    preemptions: dict[str, tuple[UUID, list[UUID]]] = dataclasses.field(default_factory=dict)
 
 
 def run_pass(engine: Engine, settings: Settings, *, force: bool = False) -> PassResult | None:
@@ -55,9 +79,9 @@ def run_pass(engine: Engine, settings: Settings, *, force: bool = False) -> Pass
         if not force and last is not None and now - last < settings.plan_interval_seconds:
             return None
         standings = _update_standings(conn, settings, now=now, since=last)
-        plans = _plan_pools(conn, settings, now=now)
+        plans, preemptions = _plan_pools(conn, settings, now=now, standings=standings)
         conn.execute(sql.PLANNED)
-        return PassResult(standings, plans)
+        return PassResult(standings, plans, preemptions)
 
 
 def _update_standings(
@@ -102,36 +126,114 @@ def standings_of(usage: dict[str, float], shares: dict[str, float]) -> list[Stan
     return out
 
 
-def _plan_pools(conn: Connection, settings: Settings, *, now: float) -> dict[str, PoolPlan]:
+def _plan_pools(
+    conn: Connection, settings: Settings, *, now: float, standings: list[Standing]
+) -> tuple[dict[str, PoolPlan], dict[str, tuple[UUID, list[UUID]]]]:
     alive = {"alive_seconds": settings.worker_alive_seconds}
+    rows = conn.execute(sql.PLAN_RUNNING, alive).all()
     running: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for r in conn.execute(sql.PLAN_RUNNING, alive):
+    for r in rows:
         ends = INFINITY if r.ends_at is None else max(now, float(r.ends_at))
         running[r.worker_name].append((int(r.gpus), ends))
+    above_share = {s.team for s in standings if s.usage_fraction > s.share_fraction}
+    below_share = {s.team for s in standings if s.usage_fraction < s.share_fraction}
     plans: dict[str, PoolPlan] = {}
+    preemptions: dict[str, tuple[UUID, list[UUID]]] = {}
     for pool in [r[0] for r in conn.execute(sql.QUEUED_POOLS)]:
         hosts = [
             Host(h.name, int(h.gpu_total), frozenset(h.kinds), tuple(running.get(h.name, ())))
             for h in conn.execute(sql.PLAN_HOSTS, {"pool": pool, **alive})
         ]
+        rows_queued = conn.execute(
+            sql.PLAN_QUEUE, {"pool": pool, "depth": settings.plan_depth}
+        ).all()
         queue = [
             Waiting(q.id, int(q.gpus), q.kind, bool(q.forced),
-                    None if q.limit_s is None else float(q.limit_s), q.team)
-            for q in conn.execute(sql.PLAN_QUEUE, {"pool": pool, "depth": settings.plan_depth})
+                    None if q.limit_s is None else float(q.limit_s), q.team, int(q.priority),
+                    float(q.queued_at))
+            for q in rows_queued
         ]  # fmt: skip
         quota_left = {
             q.team: max(0, int(q.quota) - int(q.held))
             for q in conn.execute(sql.PLAN_QUOTAS, {"pool": pool})
         }
-        plans[pool] = plan_pool(hosts, queue, now=now, quota_left=quota_left)
+        plan = plan_pool(hosts, queue, now=now, quota_left=quota_left)
+        in_pool = [r for r in rows if r.pool == pool]
+        if not any(r.preempting for r in in_pool):
+            names = {q.id: q.name for q in rows_queued}
+            preempted = _preempt(conn, settings, plan, hosts, queue, in_pool, names, now=now,
+                                 quota_left=quota_left, above_share=above_share,
+                                 below_share=below_share)  # fmt: skip
+            if preempted is not None:
+                plan, preemptions[pool] = preempted
+        plans[pool] = plan
     _write_plans(conn, plans)
-    return plans
+    return plans, preemptions
+
+
+def _preempt(
+    conn: Connection,
+    settings: Settings,
+    plan: PoolPlan,
+    hosts: list[Host],
+    queue: list[Waiting],
+    running: list,
+    names: dict[UUID, str],
+    *,
+    now: float,
+    quota_left: dict[str, int],
+    above_share: set[str],
+    below_share: set[str],
+) -> tuple[PoolPlan, tuple[UUID, list[UUID]]] | None:
+    """Preempt for the pool's first job owed it (see the module's docstring), if any."""
+    owed = next(
+        (
+            job
+            for job in queue
+            if job.gpus > 0
+            and plan.expected_start.get(job.id) != now
+            and not (job.team in quota_left and job.gpus > quota_left[job.team])
+            and (
+                job.forced
+                or (
+                    job.team in below_share and now - job.queued_at >= settings.preempt_wait_seconds
+                )
+            )
+        ),
+        None,
+    )
+    if owed is None:
+        return None
+    candidates = [
+        Running(r.id, r.worker_name, int(r.gpus), r.team, int(r.priority), bool(r.forced),
+                bool(r.preemptible), float(r.started_at), float(r.work_since), bool(r.stopping))
+        for r in running
+    ]  # fmt: skip
+    chosen = choose_victims(owed, hosts, candidates, now=now,
+                            min_runtime_s=settings.preempt_min_runtime_seconds,
+                            above_share=above_share - {owed.team})  # fmt: skip
+    if chosen is None:
+        return None
+    worker_name, victim_ids = chosen
+    locked = [
+        Job.from_row(r) for r in conn.execute(sql.LOCK_VICTIMS, {"ids": victim_ids}).mappings()
+    ]
+    if len(locked) != len(victim_ids):
+        return None  # one changed meanwhile: try again next pass
+    reason = f"preempted for job {names.get(owed.id, '')} ({owed.id})"
+    for victim in locked:
+        apply_transition(conn, victim, preempt_request(victim, reason), actor=SCHEDULER)
+    # The preemptor takes the victims' host: nobody else starts on the GPUs they free.
+    kept = [r for r in plan.reservations if r.job_id != owed.id and r.worker_name != worker_name]
+    reservations = [Reservation(owed.id, worker_name, owed.gpus, now, 0), *kept]
+    return PoolPlan(reservations, plan.expected_start), (owed.id, victim_ids)
 
 
 def _write_plans(conn: Connection, plans: dict[str, PoolPlan]) -> None:
     reserved = [(pool, r) for pool, plan in plans.items() for r in plan.reservations]
+    conn.execute(sql.DROP_RESERVATIONS)
     conn.execute(
-        sql.REPLACE_RESERVATIONS,
+        sql.INSERT_RESERVATIONS,
         {
             "job_ids": [r.job_id for _, r in reserved],
             "pools": [pool for pool, _ in reserved],

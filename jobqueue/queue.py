@@ -60,6 +60,7 @@ class JobQueue(Reads):
             "max_interruptions": spec.max_interruptions,
             "max_runtime_seconds": spec.max_runtime_seconds
             or self.settings.pool_max_runtime_seconds.get(spec.pool),
+            "preemptible": spec.preemptible,
             "idempotency_key": spec.idempotency_key,
             "request_fingerprint": spec.fingerprint() if spec.idempotency_key else None,
         }
@@ -82,13 +83,13 @@ class JobQueue(Reads):
     # -- teams ----------------------------------------------------------------
 
     def set_team(self, name: str, spec: TeamSpec) -> Team:
-        """Create or change a team's share and quotas."""
+        """Create or change a team's share and quotas; returns it with its usage."""
         with self.engine.begin() as conn:
-            row = conn.execute(
+            conn.execute(
                 sql.UPSERT_TEAM,
                 {"name": name, "share": spec.share, "quota": json.dumps(spec.quota_gpus)},
-            ).mappings().one()
-        return Team(**row)
+            )
+        return next(team for team in self.teams() if team.name == name)
 
     # -- actions --------------------------------------------------------------
 

@@ -16,7 +16,8 @@ PUBLIC_FIELDS = (
     "forced",
     "queue_position", "waiting_reason", "expected_start_at", "not_before", "attempt",
     "max_attempts",
-    "interruptions", "max_interruptions", "max_runtime_seconds", "progress", "checkpoint",
+    "interruptions", "max_interruptions", "max_runtime_seconds", "preemptible", "preempted",
+    "progress", "checkpoint",
     "worker",
     "requested_action", "termination_reason", "exit_code", "signal", "error_message",
     "log_tail", "idempotency_key", "created_at", "queued_at", "started_at", "finished_at",
@@ -46,6 +47,8 @@ class Job:
     interruptions: int
     max_interruptions: int
     max_runtime_seconds: int | None
+    preemptible: bool
+    preempted: int
     progress: dict[str, Any] | None
     checkpoint: dict[str, Any] | None
     worker_name: str | None
@@ -193,8 +196,17 @@ class Team:
     name: str
     share: float
     quota_gpus: dict[str, int | None]
-    created_at: datetime
-    updated_at: datetime
+    #: None for a team nobody has set up (it has jobs or recent usage).
+    created_at: datetime | None
+    updated_at: datetime | None
+    #: Its recent GPU usage (decayed GPU-seconds) and the scheduling pass's view of it.
+    usage_gpu_seconds: float = 0.0
+    usage_fraction: float = 0.0
+    share_fraction: float = 0.0
+    factor: float = 1.0
+    #: GPUs its running jobs hold now, per pool.
+    gpus_running: dict[str, int] = dataclasses.field(default_factory=dict)
+    jobs_queued: int = 0
 
     def public(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -221,6 +233,8 @@ class WorkerInfo:
     stopped_at: datetime | None
     alive: bool
     running_jobs: list[UUID]
+    #: The reservation its GPUs are kept for (job_id, job_name, gpus, starts_at, extra_gpus).
+    reservation: dict[str, Any] | None = None
 
     def public(self) -> dict[str, Any]:
         # A virtual GPU, or one whose stats could not be read, still has every field.
@@ -234,6 +248,7 @@ class WorkerInfo:
             "last_heartbeat_at": self.last_heartbeat_at,
             "alive": self.alive,
             "running_jobs": self.running_jobs,
+            "reservation": self.reservation,
         }
 
 

@@ -79,6 +79,10 @@ jobs = Table(
     Column("max_interruptions", Integer, nullable=False),
     # Seconds a run may last before the worker stops it (time_limit); null: no limit.
     Column("max_runtime_seconds", Integer),
+    # Whether the scheduling pass may stop it for another job (it resumes later).
+    Column("preemptible", Boolean, nullable=False, server_default=text("true")),
+    # How often it was preempted (each also counts as an interruption).
+    Column("preempted", Integer, nullable=False, server_default=text("0")),
     Column("progress", JSONB),
     Column("checkpoint", JSONB),
     Column("worker_name", Text),

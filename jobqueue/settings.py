@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     #: Queued jobs per pool the pass plans (reservations, expected starts); the rest
     #: have no expected start yet.
     plan_depth: int = Field(default=100, ge=1, le=10_000)
+    #: A job never preempted before it has run this long (against thrashing).
+    preempt_min_runtime_seconds: float = Field(default=600, ge=0)
+    #: A job of a team below its fair share that has waited this long may preempt.
+    preempt_wait_seconds: float = Field(default=3600, gt=0)
     #: Log lines kept per job; older lines are dropped first.
     log_max_lines: int = Field(default=10_000, ge=20)
     #: Metric points kept per job; older points are dropped first.

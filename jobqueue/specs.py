@@ -107,6 +107,8 @@ class JobSpec(_Strict):
     #: Seconds a run may last before the worker stops it; None: the pool's default
     #: (``JOBQUEUE_POOL_MAX_RUNTIME_SECONDS``), else no limit.
     max_runtime_seconds: int | None = Field(default=None, ge=1, le=10**9)
+    #: Whether the scheduler may stop it (checkpoint, back to the queue) for a job it owes.
+    preemptible: bool = True
     hold: bool = False
     # Not strict: JSON carries datetimes as strings; a naive time is refused.
     not_before: Annotated[AwareDatetime | None, Field(strict=False)] = None

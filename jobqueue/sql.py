@@ -20,16 +20,34 @@ from sqlalchemy.dialects.postgresql import JSONB
 INSERT_JOB = text("""
     INSERT INTO jobs (name, kind, config, status, pool, team, owner, gpus, priority, queued_at,
                       not_before, max_attempts, max_interruptions, max_runtime_seconds,
-                      idempotency_key, request_fingerprint)
+                      preemptible, idempotency_key, request_fingerprint)
     VALUES (:name, :kind, CAST(:config AS jsonb), CAST(:status AS job_status), :pool, :team,
             :owner, :gpus, :priority, now(), :not_before, :max_attempts, :max_interruptions,
-            :max_runtime_seconds, :idempotency_key, :request_fingerprint)
+            :max_runtime_seconds, :preemptible, :idempotency_key, :request_fingerprint)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 """)
 
-# Every team row, by name.
-TEAMS = text("SELECT name, share, quota_gpus, created_at, updated_at FROM teams ORDER BY name")
+# Every team an admin set up or that has jobs or recent usage, by name: its row (share 1
+# and no quota without one), its standing, its running GPUs per pool, its queued jobs.
+TEAMS = text("""
+    SELECT names.name, COALESCE(t.share, 1) AS share,
+           COALESCE(t.quota_gpus, '{}'::jsonb) AS quota_gpus, t.created_at, t.updated_at,
+           COALESCE(s.usage_gpu_seconds, 0) AS usage_gpu_seconds,
+           COALESCE(s.usage_fraction, 0) AS usage_fraction,
+           COALESCE(s.share_fraction, 0) AS share_fraction, COALESCE(s.factor, 1) AS factor,
+           COALESCE((SELECT jsonb_object_agg(pool, gpus) FROM (
+                         SELECT pool, sum(gpus) AS gpus FROM jobs
+                         WHERE status = 'running' AND team = names.name GROUP BY pool) held),
+                    '{}'::jsonb) AS gpus_running,
+           (SELECT count(*) FROM jobs WHERE status = 'queued' AND team = names.name)
+               AS jobs_queued
+    FROM (SELECT name FROM teams UNION SELECT team FROM team_standing
+          UNION SELECT DISTINCT team FROM jobs WHERE status IN ('queued', 'running')) names
+    LEFT JOIN teams t ON t.name = names.name
+    LEFT JOIN team_standing s ON s.team = names.name
+    ORDER BY names.name
+""")
 
 # Create or change a team's row.
 UPSERT_TEAM = text("""
@@ -325,7 +343,12 @@ WORKERS = text(f"""
     SELECT w.*, {_WORKER_ALIVE} AS alive,
            COALESCE(ARRAY(SELECT j.id FROM jobs j
                           WHERE j.status = 'running' AND j.worker_name = w.name
-                          ORDER BY j.started_at), '{{}}') AS running_jobs
+                          ORDER BY j.started_at), '{{}}') AS running_jobs,
+           (SELECT jsonb_build_object('job_id', r.job_id, 'job_name', rj.name,
+                                      'gpus', r.gpus, 'starts_at', r.starts_at,
+                                      'extra_gpus', r.extra_gpus)
+            FROM reservations r JOIN jobs rj ON rj.id = r.job_id AND rj.status = 'queued'
+            WHERE r.worker_name = w.name LIMIT 1) AS reservation
     FROM workers w ORDER BY w.name
 """)
 
@@ -490,18 +513,34 @@ PLAN_HOSTS = text(f"""
     WHERE :pool = ANY(w.pools) AND {_WORKER_ALIVE}
 """)
 
-# The running jobs of live workers: GPUs and end by the time limit (epoch; null: none).
+# The running jobs of live workers: GPUs, end by the time limit (epoch; null: none),
+# and what preemption weighs (epoch times; work_since: the last checkpoint or the start).
 PLAN_RUNNING = text(f"""
-    SELECT j.worker_name, j.gpus,
+    SELECT j.id, j.worker_name, j.pool, j.gpus, j.team, j.priority,
+           j.forced_at IS NOT NULL AS forced, j.preemptible,
+           j.requested_action IS NOT NULL AS stopping,
+           j.requested_action = 'preempt' AS preempting,
+           EXTRACT(EPOCH FROM j.started_at)::float AS started_at,
+           EXTRACT(EPOCH FROM GREATEST(j.started_at,
+                                       (j.checkpoint ->> 'at')::timestamptz))::float AS work_since,
            EXTRACT(EPOCH FROM j.started_at)::float + j.max_runtime_seconds AS ends_at
     FROM jobs j JOIN workers w ON w.name = j.worker_name AND {_WORKER_ALIVE}
     WHERE j.status = 'running' AND j.gpus > 0
 """)
 
+# Running jobs chosen as victims, locked, if nothing changed them meanwhile.
+LOCK_VICTIMS = text("""
+    SELECT * FROM jobs
+    WHERE id = ANY(:ids) AND status = 'running' AND requested_action IS NULL AND preemptible
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+""")
+
 # The first :depth claimable queued jobs of a pool, in claim order.
 PLAN_QUEUE = text(f"""
-    SELECT j.id, j.gpus, j.kind, j.forced_at IS NOT NULL AS forced,
-           j.max_runtime_seconds AS limit_s, j.team
+    SELECT j.id, j.name, j.gpus, j.kind, j.forced_at IS NOT NULL AS forced,
+           j.max_runtime_seconds AS limit_s, j.team, j.priority,
+           EXTRACT(EPOCH FROM j.queued_at)::float AS queued_at
     FROM jobs j
     WHERE j.status = 'queued' AND j.pool = :pool
       AND (j.not_before IS NULL OR j.not_before <= now())
@@ -517,9 +556,12 @@ PLAN_QUOTAS = text("""
     FROM teams t WHERE t.quota_gpus ->> :pool IS NOT NULL
 """)
 
-# Replace the reservations of every pool with the pass's (arrays of equal length).
-REPLACE_RESERVATIONS = text("""
-    WITH dropped AS (DELETE FROM reservations)
+# Drop every reservation (the pass writes all of them again, in the same transaction;
+# one statement cannot: its INSERT would not see its own DELETE).
+DROP_RESERVATIONS = text("DELETE FROM reservations")
+
+# Write the pass's reservations (arrays of equal length).
+INSERT_RESERVATIONS = text("""
     INSERT INTO reservations (job_id, pool, worker_name, gpus, starts_at, extra_gpus)
     SELECT r.job_id, r.pool, r.worker_name, r.gpus, to_timestamp(r.starts_at), r.extra_gpus
     FROM unnest(CAST(:job_ids AS uuid[]), CAST(:pools AS text[]), CAST(:workers AS text[]),

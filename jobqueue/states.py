@@ -78,6 +78,8 @@ class RequestedAction(enum.StrEnum):
     PAUSE = "pause"
     CANCEL = "cancel"
     FAIL = "fail"
+    #: The scheduling pass needs its GPUs: checkpoint and go back to the queue.
+    PREEMPT = "preempt"
 
 
 #: The status a running job ends in once its worker carried out the request.
@@ -85,6 +87,7 @@ REQUEST_OUTCOME: dict[RequestedAction, JobStatus] = {
     RequestedAction.PAUSE: S.PAUSED,
     RequestedAction.CANCEL: S.CANCELLED,
     RequestedAction.FAIL: S.FAILED,
+    RequestedAction.PREEMPT: S.QUEUED,
 }
 
 #: The request an action on a running job turns into.
@@ -96,8 +99,10 @@ ACTION_REQUEST: dict[Action, RequestedAction] = {
 
 
 #: How strong each request is: a request replaces a weaker one (a cancel or a
-#: mark-failed replaces a pause), never an equal or stronger one.
+#: mark-failed replaces a pause, a person's request the scheduler's), never an
+#: equal or stronger one.
 REQUEST_RANK: dict[RequestedAction, int] = {
+    RequestedAction.PREEMPT: -1,
     RequestedAction.PAUSE: 0,
     RequestedAction.CANCEL: 1,
     RequestedAction.FAIL: 1,
@@ -128,6 +133,7 @@ REQUEST_TERMINATION: dict[RequestedAction, TerminationReason | None] = {
     RequestedAction.PAUSE: None,
     RequestedAction.CANCEL: TerminationReason.CANCELLED,
     RequestedAction.FAIL: TerminationReason.MARKED_FAILED,
+    RequestedAction.PREEMPT: None,
 }
 
 
@@ -143,6 +149,7 @@ class Cause(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"
     WORKER_RESTART = "worker_restart"
     TIME_LIMIT = "time_limit"
+    PREEMPT = "preempt"
 
 
 def allowed(action: Action, status: JobStatus) -> bool:

@@ -34,9 +34,10 @@ from werkzeug.serving import make_server  # noqa: E402
 from api.app import create_app  # noqa: E402
 from jobqueue.db import make_engine  # noqa: E402
 from jobqueue.examples import KINDS_FILE  # noqa: E402
+from jobqueue.planner import run_pass  # noqa: E402
 from jobqueue.queue import JobQueue  # noqa: E402
 from jobqueue.settings import Settings  # noqa: E402
-from jobqueue.specs import JobSpec  # noqa: E402
+from jobqueue.specs import JobSpec, TeamSpec  # noqa: E402
 from jobqueue.states import JobStatus, allowed_actions  # noqa: E402
 from worker.daemon import WorkerConfig, WorkerDaemon  # noqa: E402
 from worker.gpus import discover  # noqa: E402
@@ -709,3 +710,24 @@ def test_a_failing_poll_shows_the_error_backs_off_and_recovers(page, system):
     before = len(asked)
     page.wait_for_timeout(POLL_MS + 500)
     assert len(asked) == before
+
+
+def test_the_queue_shows_team_usage_and_the_workers_their_reservations(page, system):
+    system.queue.set_team("vision", TeamSpec(share=1, quota_gpus={"default": 2}))
+    busy = system.submit(name="busy", team="vision", config=sgd(2000, 0.02),
+                         max_runtime_seconds=3600)  # fmt: skip
+    system.wait_step(busy.id, 1)
+    big = system.submit(name="big", team="nlp", gpus=2, config=sgd(10, 0.01))
+    run_pass(system.queue.engine, system.queue.settings, force=True)
+    page.goto(f"{system.base_url}/#/queue")
+    vision = page.wait_for_selector("[data-testid=teams] tr[data-team=vision]")
+    assert "default: 1 / 2" in vision.inner_text()
+    assert page.wait_for_selector("[data-testid=teams] tr[data-team=nlp]")
+    page.wait_for_selector(f"a[href='#/jobs/{big.id}']")
+    # Its expected start: when the busy job's time limit ends.
+    expected = page.inner_text(f"tr:has(a[href='#/jobs/{big.id}']) [data-testid=expected]")
+    assert expected not in ("", "–")
+    page.click("[data-nav=workers]")
+    cell = page.wait_for_selector("[data-testid=reservation]:has-text('big')")
+    assert "2 GPUs from" in cell.inner_text()
+    system.queue.cancel(busy.id, actor="test", force=True)

@@ -72,7 +72,10 @@ def test_teams_from_the_command_line(cli_env):
     assert made.exit_code == 0, made.output
     assert '"share": 2.0' in made.output
     listed = runner.invoke(main, ["teams"])
-    assert listed.output.split() == ["nlp", "share", "2", "a100=16"]
+    assert listed.output.split() == [
+        "nlp", "share", "2", "(0%)", "usage", "0%", "(0.0", "GPU-h)", "running", "a100=0/16",
+        "queued", "0",
+    ]  # fmt: skip
     bad = runner.invoke(main, ["set-team", "no spaces"])
     assert bad.exit_code == 2 and "not a team name" in bad.output
 

@@ -719,7 +719,9 @@ def test_workers_show_whether_they_are_alive_and_what_they_run(queue, store, wor
         "last_heartbeat_at",
         "alive",
         "running_jobs",
+        "reservation",
     }
+    assert public["reservation"] is None  # no scheduling pass has reserved it
     assert public["gpus"] == {"total": 4, "free": 2, "devices": devices}
     assert (public["pools"], public["kinds"]) == (["default"], ["train"])
     assert public["hostname"] == worker.hostname

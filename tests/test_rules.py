@@ -42,6 +42,8 @@ def make_job(**overrides) -> Job:
         team="default",
         owner="tester",
         max_runtime_seconds=None,
+        preemptible=True,
+        preempted=0,
         gpus=1,
         priority=50,
         forced_at=None,

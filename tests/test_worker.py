@@ -287,6 +287,40 @@ def test_pause_checkpoints_and_resume_continues_from_the_checkpoint(wqueue, wset
     ]  # fmt: skip
 
 
+def test_a_forced_job_preempts_a_running_one_which_checkpoints_and_resumes(
+    wqueue, database_url, tmp_path, kinds
+):
+    settings = worker_settings(database_url, tmp_path, plan_interval_seconds=0.3,
+                               preempt_min_runtime_seconds=0.5)  # fmt: skip
+    steps = 300
+    with running_worker(settings, kinds, virtual_gpus=2):
+        victim = submit(wqueue, "sgd", {"steps": steps, "step_seconds": 0.02,
+                                        "checkpoint_every": 1000}, gpus=2, priority=10)  # fmt: skip
+        wait_step(wqueue, victim.id, 40)
+        urgent = submit(wqueue, "sgd", {"steps": 20, "step_seconds": 0.01}, gpus=2, name="urgent")
+        forced_at = wqueue.force_start(urgent.id, actor=ACTOR).updated_at
+        done = wait_status(wqueue, urgent.id, JobStatus.COMPLETED, JobStatus.FAILED, timeout=30)
+        assert done.status is JobStatus.COMPLETED, describe(wqueue, urgent.id)
+        # It started within the victim's grace and a claim cycle or two.
+        waited = (done.started_at - forced_at).total_seconds()
+        assert waited < settings.grace_seconds + 3, waited
+        resumed = wait_status(wqueue, victim.id, JobStatus.COMPLETED, JobStatus.FAILED, timeout=40)
+    assert resumed.status is JobStatus.COMPLETED, describe(wqueue, victim.id)
+    # An interruption, never a failure: the same attempt, resumed from its checkpoint.
+    assert (resumed.attempt, resumed.interruptions, resumed.preempted) == (1, 1, 1)
+    logs = log_texts(wqueue, victim.id)
+    stopped = next(line for line in logs if line.startswith("stopping at step"))
+    step = int(stopped.split()[3])
+    assert any(line.startswith("resuming from") and line.endswith(f"at step {step}")
+               for line in logs)  # fmt: skip
+    assert actions(wqueue, victim.id) == ["submit", "claim", "preempt", "preempt", "claim", "exit"]
+    [(request_actor, reason)] = [
+        (e.actor, e.reason) for e in wqueue.events(victim.id) if e.to_status == "running"
+        and e.action == "preempt"
+    ]  # fmt: skip
+    assert request_actor == "scheduler" and str(urgent.id) in reason
+
+
 def test_cancel_stops_the_whole_process_group(wqueue, wsettings, kinds):
     with running_worker(wsettings, kinds):
         job = submit(wqueue, "family", {"ignore_term": False}, gpus=0)

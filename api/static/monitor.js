@@ -267,6 +267,8 @@ function jobFacts(job) {
     ["Time limit", job.max_runtime_seconds ? `${job.max_runtime_seconds} s` : "none"], ["Priority", job.priority + (job.forced ? " (forced)" : "")],
     ["Queue position", job.queue_position ? `#${job.queue_position}` : "–"],
     ["Waiting", job.waiting_reason || "–"],
+    ["Expected start", job.expected_start_at ? when(job.expected_start_at) : "–"],
+    ["Preemptible", job.preemptible ? `yes (preempted ${job.preempted} times)` : "no"],
     ["Attempt", `${job.attempt} of ${job.max_attempts}`], ["Interruptions", `${job.interruptions} of ${job.max_interruptions}`],
     ["Worker", job.worker ? `${job.worker.name} on GPUs [${job.worker.gpu_ids.join(", ")}]` : "–"],
     ["Checkpoint", job.checkpoint ? `${job.checkpoint.uri} (step ${job.checkpoint.step ?? "?"})` : "none"],
@@ -360,16 +362,36 @@ function jobView(mine, id) {
   const poller = poll(mine, load, show, fail);
 }
 
+const percent = (x) => `${Math.round(x * 100)}%`;
+
+// Each team's recent GPU usage against its share, and what it holds against its quota.
+function teamsTable(teams) {
+  if (!teams.length) return h("p", { class: "muted" }, "No team has jobs or recent usage.");
+  return h("table", { "data-testid": "teams" },
+    h("thead", {}, h("tr", {}, ["Team", "Recent GPU usage", "Share", "GPUs running / quota", "Queued"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, teams.map((t) => {
+      const pools = [...new Set([...Object.keys(t.gpus_running), ...Object.keys(t.quota_gpus)])].sort();
+      const held = pools.map((p) => `${p}: ${t.gpus_running[p] || 0}` + (t.quota_gpus[p] != null ? ` / ${t.quota_gpus[p]}` : "")).join(", ");
+      const over = t.usage_fraction > t.share_fraction;
+      return h("tr", { "data-team": t.name }, h("td", {}, t.name),
+        h("td", { class: over ? "over" : "" }, `${percent(t.usage_fraction)} (${(t.usage_gpu_seconds / 3600).toFixed(1)} GPU-h)`),
+        h("td", {}, `${percent(t.share_fraction)} (weight ${t.share})`), h("td", {}, held || "–"), h("td", {}, t.jobs_queued));
+    })));
+}
+
 function queueView(mine) {
   const box = h("div", {});
-  view.replaceChildren(h("h1", {}, "Queue"), h("p", { class: "muted" }, "Claimable jobs per pool, in the order workers take them."), box);
-  poll(mine, () => api("GET", "/api/queue"), ({ data }) => {
-    const pools = Object.entries(data.pools);
+  const teamsBox = h("section", { class: "card wide" }, h("h2", {}, "Teams"));
+  view.replaceChildren(h("h1", {}, "Queue"), h("p", { class: "muted" }, "Claimable jobs per pool, in the order workers take them."), teamsBox, box);
+  poll(mine, async () => ({ queue: await api("GET", "/api/queue"), teams: await api("GET", "/api/teams") }), ({ queue, teams }) => {
+    teamsBox.replaceChildren(h("h2", {}, "Teams"), teamsTable(teams.data.items));
+    const pools = Object.entries(queue.data.pools);
     box.replaceChildren(...(pools.length ? pools.map(([pool, jobs]) => h("section", { class: "card wide" }, h("h2", {}, `Pool ${pool}`),
-      h("table", {}, h("thead", {}, h("tr", {}, ["#", "Name", "GPUs", "Priority", "Why it waits"].map((t) => h("th", {}, t)))),
+      h("table", {}, h("thead", {}, h("tr", {}, ["#", "Name", "GPUs", "Priority", "Expected start", "Why it waits"].map((t) => h("th", {}, t)))),
         h("tbody", {}, jobs.map((j) => h("tr", {}, h("td", {}, j.position),
           h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name), j.forced ? h("span", { class: "badge forced" }, "forced") : ""),
-          h("td", {}, j.gpus), h("td", {}, j.priority), h("td", {}, j.waiting_reason || "")))))))
+          h("td", {}, j.gpus), h("td", {}, j.priority), h("td", { "data-testid": "expected" }, j.expected_start_at ? when(j.expected_start_at) : "–"),
+          h("td", {}, j.waiting_reason || "")))))))
       : [h("p", { class: "muted" }, "Nothing is waiting.")]));
   }, (error) => showError(box, error));
 }
@@ -379,7 +401,7 @@ function workersView(mine) {
   view.replaceChildren(h("h1", {}, "Workers"), box);
   poll(mine, () => api("GET", "/api/workers"), ({ data }) => {
     box.replaceChildren(data.items.length ? h("table", {},
-      h("thead", {}, h("tr", {}, ["Name", "Alive", "Pools", "Kinds", "GPUs free", "Devices", "Running", "Heartbeat"].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["Name", "Alive", "Pools", "Kinds", "GPUs free", "Devices", "Running", "Reserved for", "Heartbeat"].map((t) => h("th", {}, t)))),
       h("tbody", {}, data.items.map((w) => h("tr", {},
         h("td", {}, w.name, h("div", { class: "muted" }, w.hostname)),
         h("td", {}, h("span", { class: `badge ${w.alive ? "running" : "failed"}` }, w.alive ? "alive" : "gone")),
@@ -389,6 +411,10 @@ function workersView(mine) {
           + (typeof d.utilization === "number" ? ` · ${d.utilization}%` : "")
           + (d.memory_total ? ` · ${(d.memory_used / 2 ** 30).toFixed(1)}/${(d.memory_total / 2 ** 30).toFixed(1)} GiB` : "")))),
         h("td", {}, w.running_jobs.map((id) => h("div", {}, h("a", { href: `#/jobs/${id}` }, id.slice(0, 8))))),
+        h("td", { "data-testid": "reservation" }, w.reservation
+          ? h("span", {}, h("a", { href: `#/jobs/${w.reservation.job_id}` }, w.reservation.job_name),
+            ` · ${w.reservation.gpus} GPUs from ${w.reservation.starts_at ? when(w.reservation.starts_at) : "when they free up"}`)
+          : "–"),
         h("td", {}, when(w.last_heartbeat_at))))))
       : h("p", { class: "muted" }, "No worker has registered."));
   }, (error) => showError(box, error));

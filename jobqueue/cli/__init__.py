@@ -209,9 +209,7 @@ def submit(name: str, kind: str, config_text: str, gpus: int, pool: str, team: s
 @click.option("--limit", type=click.IntRange(1, 200), default=50)
 def list_jobs(statuses: tuple[str, ...], pool: str | None, team: str | None, limit: int) -> None:
     """List jobs, newest first: id, status, queue position, pool, team, owner, name."""
-    jobs, _ = _queue().list_jobs(
-        statuses=list(statuses) or None, pool=pool, team=team, limit=limit
-    )
+    jobs, _ = _queue().list_jobs(statuses=list(statuses) or None, pool=pool, team=team, limit=limit)
     for job in jobs:
         where = f"#{job.queue_position}" if job.queue_position else ""
         click.echo(
@@ -222,10 +220,20 @@ def list_jobs(statuses: tuple[str, ...], pool: str | None, team: str | None, lim
 
 @main.command()
 def teams() -> None:
-    """List the teams with their fair-share weight and GPU quotas."""
+    """List the teams: fair-share weight, recent usage against the share, GPUs running
+    per pool against the quota, and queued jobs."""
     for team in _queue().teams():
-        quotas = ", ".join(f"{pool}={n}" for pool, n in team.quota_gpus.items()) or "no quota"
-        click.echo(f"{team.name:<20} share {team.share:g}  {quotas}")
+        pools = sorted(set(team.gpus_running) | set(team.quota_gpus))
+        held = ", ".join(
+            f"{pool}={team.gpus_running.get(pool, 0)}"
+            + (f"/{team.quota_gpus[pool]}" if team.quota_gpus.get(pool) is not None else "")
+            for pool in pools
+        )
+        click.echo(
+            f"{team.name:<20} share {team.share:g} ({team.share_fraction:.0%})  "
+            f"usage {team.usage_fraction:.0%} ({team.usage_gpu_seconds / 3600:.1f} GPU-h)  "
+            f"running {held or '-'}  queued {team.jobs_queued}"
+        )
 
 
 @main.command(name="set-team")

@@ -18,8 +18,28 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+REQUEST_CHECK = "ck_jobs_request_only_when_running"
+
+
+def _request_check(requests: str) -> None:
+    op.drop_constraint(REQUEST_CHECK, "jobs", type_="check")
+    op.create_check_constraint(
+        REQUEST_CHECK,
+        "jobs",
+        f"requested_action IS NULL OR (status = 'running' AND requested_action IN ({requests}))",
+    )
+
+
 def upgrade() -> None:
     now = sa.text("now()")
+    op.add_column(
+        "jobs",
+        sa.Column("preemptible", sa.Boolean(), server_default=sa.text("true"), nullable=False),
+    )
+    op.add_column(
+        "jobs", sa.Column("preempted", sa.Integer(), server_default=sa.text("0"), nullable=False)
+    )
+    _request_check("'pause', 'cancel', 'fail', 'preempt'")
     op.add_column("jobs", sa.Column("expected_start_at", sa.DateTime(timezone=True)))
     op.create_index(
         "ix_jobs_expected_start",
@@ -62,6 +82,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The older schema knows no preempt request: those jobs just keep running.
+    op.execute(
+        "UPDATE jobs SET requested_action = NULL, requested_by = NULL, request_reason = NULL"
+        " WHERE requested_action = 'preempt'"
+    )
+    _request_check("'pause', 'cancel', 'fail'")
+    op.drop_column("jobs", "preempted")
+    op.drop_column("jobs", "preemptible")
     op.drop_table("scheduler_state")
     op.drop_index("ix_reservations_worker_name", table_name="reservations")
     op.drop_table("reservations")
