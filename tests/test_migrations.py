@@ -278,6 +278,43 @@ def test_0005_adds_time_limits_and_its_downgrade_keeps_time_limited_jobs_valid(
     assert_at_head(empty_engine)
 
 
+def test_0006_old_jobs_are_preemptible_and_its_downgrade_drops_preempt_requests(
+    empty_url, empty_engine
+):
+    migrate.upgrade(empty_url, "0005")
+    job_id = uuid4()
+    with empty_engine.begin() as conn:
+        insert_old_job(conn, job_id)
+    migrate.upgrade(empty_url)
+    with empty_engine.begin() as conn:
+        row = conn.execute(text("SELECT preemptible, preempted, expected_start_at FROM jobs")).one()
+        assert tuple(row) == (True, 0, None)
+        assert conn.execute(text("SELECT planned_at FROM scheduler_state")).one() == (None,)
+        conn.execute(
+            text(
+                "UPDATE jobs SET status = 'running', worker_name = 'w', started_at = now(),"
+                " lease_token = gen_random_uuid(), lease_expires_at = now() + interval '1 min',"
+                " requested_action = 'preempt', requested_by = 'scheduler' WHERE id = :id"
+            ),
+            {"id": job_id},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO reservations (job_id, pool, worker_name, gpus)"
+                " VALUES (:id, 'default', 'w', 1)"
+            ),
+            {"id": job_id},
+        )
+    migrate.downgrade(empty_url, "0005")
+    with empty_engine.connect() as conn:
+        # The older schema has no preempt request: the job just keeps running.
+        row = conn.execute(text("SELECT status, requested_action FROM jobs")).one()
+        assert tuple(row) == ("running", None)
+        assert conn.execute(text("SELECT to_regclass('reservations')")).scalar_one() is None
+    migrate.upgrade(empty_url)
+    assert_at_head(empty_engine)
+
+
 # -- offline SQL ----------------------------------------------------------------------------------
 
 
