@@ -46,14 +46,30 @@ class Sizes:
     poll_trace_s: float  # the claimers' poll interval, in trace seconds
 
 
+# Compressions that divide an hour, so that the jobs' limits (whole hours) are whole real
+# seconds in the real replay, as its twin plans them.
 FULL = Sizes(hosts=8, start_day=30, days=2, max_hours=24, load=1.0, forced=5,
-             compression=2000, poll_trace_s=400)  # fmt: skip
+             compression=1800, poll_trace_s=400)  # fmt: skip
 QUICK = Sizes(hosts=8, start_day=30, days=1, max_hours=12, load=1.0, forced=3,
-              compression=4000, poll_trace_s=400)  # fmt: skip
+              compression=3600, poll_trace_s=400)  # fmt: skip
 
 
 def choose_jobs(args, sizes: Sizes) -> tuple[list[trace.TraceJob], str]:
-    """The window to replay, and a sentence saying what it is."""
+    """The window to replay (with time limits unless --no-limits), and a sentence saying
+    what it is."""
+    jobs, what = _window_of(args, sizes)
+    if args.no_limits:
+        return jobs, what + "; no time limits (planners see the true run times)"
+    # Limits in whole real seconds: what the real replay submits (max_runtime_seconds).
+    jobs = trace.with_limit_resolution(trace.with_limits(jobs, seed=args.seed), sizes.compression)
+    over = sum(j.gpus * j.limit_s for j in jobs) / sum(j.gpus * j.duration_s for j in jobs)
+    return jobs, what + (
+        f"; time limits: run time × U[1, 3] rounded up to the hour (seed {args.seed}; "
+        f"{over:.2f}× the GPU time asked for)"
+    )
+
+
+def _window_of(args, sizes: Sizes) -> tuple[list[trace.TraceJob], str]:
     gpus = sizes.hosts * 8
     if args.synthetic:
         jobs = trace.synthetic(args.synthetic, gpus_total=gpus, load=sizes.load, seed=args.seed)
@@ -93,9 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compression", type=float, help="trace seconds per real second")
     parser.add_argument("--seed", type=int, default=0, help="for forced jobs and synthetic traces")
     parser.add_argument("--sim-only", action="store_true", help="the simulated policies only")
-    parser.add_argument("--wake", choices=("ordered", "notify"), default="ordered",
-                        help="the real run's hosts woken in index order (deterministic, checked "
-                        "against its twin) or by NOTIFY, racing as deployed (default ordered)")
+    parser.add_argument("--no-limits", action="store_true",
+                        help="no time limits: planners see the true run times")  # fmt: skip
+    parser.add_argument(
+        "--wake",
+        choices=("ordered", "notify"),
+        default="ordered",
+        help="the real run's hosts woken in index order (deterministic, checked "
+        "against its twin) or by NOTIFY, racing as deployed (default ordered)",
+    )
     parser.add_argument("--plots", default=str(REPO / "benchmarks" / "results"),
                         help="folder for the PNG plots ('' for none)")  # fmt: skip
     args = parser.parse_args(argv)

@@ -6,8 +6,11 @@ claim order and start each that fits, with three exceptions.
 - A team at its GPU quota in a pool starts nothing more there that needs GPUs.
 - A host holding a reservation (EASY backfill, :mod:`jobqueue.plan`) starts another
   job on GPUs only if the job's time limit ends by the reservation's start, or the
-  job fits in the GPUs the reserved job leaves over at that time. A job without a
-  limit never backfills onto reserved GPUs.
+  job fits in the GPUs the reserved job leaves over at that time, or the scheduling
+  pass itself planned the job to start by now (its plan already kept the reservation;
+  the claim reads the clock later than the pass did, so the pass's own "now + limit"
+  would fail by the milliseconds between them). A job without a limit never
+  backfills onto reserved GPUs unless planned so.
 - A forced job that this worker could host and that has no reservation yet (the
   scheduling pass has not seen it) holds back every other job needing GPUs here,
   so that force-start takes effect at once (SPEC §2, "Queue order").
@@ -28,6 +31,8 @@ class Candidate:
     pool: str = "default"
     #: Its time limit in seconds; None: none.
     limit_s: float | None = None
+    #: The scheduling pass planned it to start by now (``expected_start_at <= now()``).
+    planned_now: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +86,7 @@ def choose(
             if job.forced and job.gpus <= total_gpus and unplanned:
                 held_for_forced = True
             continue
-        if reservation is not None and job.id != reservation.job_id:
+        if reservation is not None and job.id != reservation.job_id and not job.planned_now:
             ends_in_time = (
                 reservation.starts_at is not None
                 and job.limit_s is not None

@@ -10,10 +10,12 @@ limit. A job's expected start is the earliest moment a host has its GPUs free fo
 all of its limit (conservative backfill, as ``squeue --start`` estimates).
 
 Reservations follow EASY backfill: the first job that cannot start now — and every
-forced job that cannot — gets its host and start time; hosts then start other jobs
+forced job that cannot, and the pool's longest-waiting job if it cannot — gets its
+host and start time; hosts then start other jobs
 on those GPUs only if they end by then or fit in the GPUs left over (the claim's
-rule, :func:`jobqueue.fit.choose`). Only these jobs are protected, so a job that
-waits behind a stream of small ones reaches the head and is never passed for ever.
+rule, :func:`jobqueue.fit.choose`). Only these jobs are protected; protecting the
+longest-waiting one too means that a job fair share keeps behind other teams' jobs
+(a big job of a busy team) still gets its GPUs in time: no job waits for ever.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class PoolPlan:
     reservations: list[Reservation]
     #: Expected start per planned job; None where no time can be given.
     expected_start: dict[UUID, float | None]
+    #: The host each job with a known start is planned on (GPU jobs only).
+    expected_host: dict[UUID, str] = dataclasses.field(default_factory=dict)
 
 
 class _Timeline:
@@ -120,6 +124,12 @@ class _Timeline:
         self.held.append((start, start + length, gpus))
 
 
+def _oldest(queue: Sequence[Waiting], room: Mapping[str, int]) -> UUID | None:
+    """The longest-waiting job that needs GPUs and is not held back by its team's quota."""
+    waiting = [j for j in queue if j.gpus > 0 and not (j.team in room and j.gpus > room[j.team])]
+    return min(waiting, key=lambda j: (j.queued_at, str(j.id))).id if waiting else None
+
+
 def _earliest(
     timelines: Sequence[_Timeline], gpus: int, length: float, now: float
 ) -> tuple[float, _Timeline]:
@@ -147,7 +157,9 @@ def plan_pool(
     reservations: list[Reservation] = []
     reserved_hosts: set[str] = set()
     expected: dict[UUID, float | None] = {}
+    on_host: dict[UUID, str] = {}
     head_reserved = False
+    oldest = _oldest(queue, room)
     for job in queue:
         able = [t for t in timelines if job.kind in t.host.kinds and job.gpus <= t.host.gpu_total]
         if not able:
@@ -164,10 +176,11 @@ def plan_pool(
         if start <= now:
             timeline.hold(now, length, job.gpus)
             expected[job.id] = now
+            on_host[job.id] = timeline.host.name
             if job.team in room:
                 room[job.team] -= job.gpus
             continue
-        protect = job.forced or not head_reserved
+        protect = job.forced or not head_reserved or job.id == oldest
         unreserved = [t for t in able if t.host.name not in reserved_hosts]
         if protect and unreserved:
             # A host keeps one reservation: this job's is the earliest of the others.
@@ -188,9 +201,10 @@ def plan_pool(
         if start < INFINITY:
             timeline.hold(start, length, job.gpus)
             expected[job.id] = start
+            on_host[job.id] = timeline.host.name
         else:
             expected[job.id] = None
-    return PoolPlan(reservations, expected)
+    return PoolPlan(reservations, expected, on_host)
 
 
 def choose_victims(

@@ -95,8 +95,14 @@ def _update_standings(
         decay = 1.0
     rows = conn.execute(sql.STANDINGS).all()
     usage = {r.team: r.usage_gpu_seconds * decay + added.get(r.team, 0.0) for r in rows}
-    shares = {r.team: float(r.share) for r in rows}
-    standings = standings_of(usage, shares)
+    # Shares are split among the teams in play: with jobs now, or usage not yet forgotten.
+    in_play = {r.team for r in rows if r.active or usage[r.team] >= 1.0}
+    standings = standings_of(
+        {t: u for t, u in usage.items() if t in in_play},
+        {r.team: float(r.share) for r in rows if r.team in in_play},
+    )
+    standings += [Standing(t, u, 0.0, 0.0, 1.0) for t, u in sorted(usage.items())
+                  if t not in in_play]  # fmt: skip
     if standings:
         conn.execute(
             sql.UPSERT_STANDINGS,
@@ -108,7 +114,6 @@ def _update_standings(
                 "factor": [s.factor for s in standings],
             },
         )
-    conn.execute(sql.FORGET_STANDINGS)
     return standings
 
 
@@ -144,9 +149,12 @@ def _plan_pools(
             Host(h.name, int(h.gpu_total), frozenset(h.kinds), tuple(running.get(h.name, ())))
             for h in conn.execute(sql.PLAN_HOSTS, {"pool": pool, **alive})
         ]
-        rows_queued = conn.execute(
-            sql.PLAN_QUEUE, {"pool": pool, "depth": settings.plan_depth}
-        ).all()
+        rows_queued = list(
+            conn.execute(sql.PLAN_QUEUE, {"pool": pool, "depth": settings.plan_depth})
+        )
+        oldest = conn.execute(sql.PLAN_OLDEST, {"pool": pool}).first()
+        if oldest is not None and all(q.id != oldest.id for q in rows_queued):
+            rows_queued.append(oldest)  # behind every planned job in claim order
         queue = [
             Waiting(q.id, int(q.gpus), q.kind, bool(q.forced),
                     None if q.limit_s is None else float(q.limit_s), q.team, int(q.priority),
@@ -226,7 +234,7 @@ def _preempt(
     # The preemptor takes the victims' host: nobody else starts on the GPUs they free.
     kept = [r for r in plan.reservations if r.job_id != owed.id and r.worker_name != worker_name]
     reservations = [Reservation(owed.id, worker_name, owed.gpus, now, 0), *kept]
-    return PoolPlan(reservations, plan.expected_start), (owed.id, victim_ids)
+    return PoolPlan(reservations, plan.expected_start, plan.expected_host), (owed.id, victim_ids)
 
 
 def _write_plans(conn: Connection, plans: dict[str, PoolPlan]) -> None:
@@ -243,11 +251,16 @@ def _write_plans(conn: Connection, plans: dict[str, PoolPlan]) -> None:
             "extra": [r.extra_gpus for _, r in reserved],
         },
     )
-    starts = [(job_id, t) for plan in plans.values() for job_id, t in plan.expected_start.items()]
+    starts = [
+        (job_id, t, plan.expected_host.get(job_id))
+        for plan in plans.values()
+        for job_id, t in plan.expected_start.items()
+    ]
     conn.execute(
         sql.SET_EXPECTED_STARTS,
         {
-            "ids": [job_id for job_id, _ in starts],
-            "starts": [t if t is not None and math.isfinite(t) else None for _, t in starts],
+            "ids": [job_id for job_id, _, _ in starts],
+            "starts": [t if t is not None and math.isfinite(t) else None for _, t, _ in starts],
+            "hosts": [host for _, _, host in starts],
         },
     )

@@ -112,6 +112,8 @@ jobs = Table(
     _ts("finished_at"),
     # When the scheduling pass expects a queued job to start (null: not planned or unknown).
     _ts("expected_start_at"),
+    # The host the pass planned it on: there it may start by its plan, reservation or not.
+    Column("expected_worker", Text),
     _ts("updated_at", nullable=False, server_default=text("now()")),
     CheckConstraint("gpus BETWEEN 0 AND 64", name="gpus_range"),
     CheckConstraint("priority BETWEEN 0 AND 100", name="priority_range"),
@@ -177,6 +179,17 @@ Index(
     "ix_jobs_lease_expiry",
     jobs.c.lease_expires_at,
     postgresql_where=text("status = 'running'"),
+)
+# The claim order within one team of a pool (sql.CLAIM_CANDIDATES merges the teams').
+Index(
+    "ix_jobs_team_rank",
+    jobs.c.pool,
+    jobs.c.team,
+    func.coalesce(jobs.c.forced_at, text("'infinity'::timestamp with time zone")),
+    (-jobs.c.priority),
+    jobs.c.queued_at,
+    jobs.c.id,
+    postgresql_where=text("status = 'queued'"),
 )
 # The few jobs with a planned start: the pass clears those it no longer plans.
 Index(

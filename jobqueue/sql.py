@@ -16,8 +16,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-# Submit a job; with an idempotency_key already used, inserts nothing.
+# Submit a job; with an idempotency_key already used, inserts nothing. Its team gets a
+# standing row if it has none (the claim reads the teams in play from team_standing).
 INSERT_JOB = text("""
+    WITH standing AS (
+        INSERT INTO team_standing (team) VALUES (:team) ON CONFLICT (team) DO NOTHING
+    )
     INSERT INTO jobs (name, kind, config, status, pool, team, owner, gpus, priority, queued_at,
                       not_before, max_attempts, max_interruptions, max_runtime_seconds,
                       preemptible, idempotency_key, request_fingerprint)
@@ -42,7 +46,7 @@ TEAMS = text("""
                     '{}'::jsonb) AS gpus_running,
            (SELECT count(*) FROM jobs WHERE status = 'queued' AND team = names.name)
                AS jobs_queued
-    FROM (SELECT name FROM teams UNION SELECT team FROM team_standing
+    FROM (SELECT name FROM teams UNION SELECT team FROM team_standing WHERE usage_gpu_seconds > 0
           UNION SELECT DISTINCT team FROM jobs WHERE status IN ('queued', 'running')) names
     LEFT JOIN teams t ON t.name = names.name
     LEFT JOIN team_standing s ON s.team = names.name
@@ -105,25 +109,49 @@ _CLAIM_KEY_OF_J = f"""
 """
 
 # Claim candidates: claimable queued jobs of these pools and kinds that could fit the
-# free GPUs (forced ones too: they may hold others back), in claim order, locked.
-CLAIM_CANDIDATES = text(f"""
+# free GPUs (forced ones too: they may hold others back), in claim order, locked; each row
+# carries the database clock and the pools' reservations whose jobs still wait (one JSON
+# array, read once).
+#
+# The claim order puts the fair-share factor, a per-team value, between priority and
+# time queued, so no index gives it directly. Instead each team in play (a row of
+# team_standing: every team that submitted has one) gives its first :scan jobs by
+# ix_jobs_team_rank that no other claimer holds (SKIP LOCKED, so that claimers at the
+# same instant get different rows), and only those are merged: the cost is teams × :scan
+# rows whatever the depth of the queue.
+CLAIM_CANDIDATES = text("""
+    WITH picked AS (
+        SELECT c.id, c.forced_key, c.neg_priority, -s.factor AS neg_factor, c.queued_at
+        FROM team_standing s CROSS JOIN unnest(CAST(:pools AS text[])) AS p(pool)
+        CROSS JOIN LATERAL (
+            SELECT j.id, COALESCE(j.forced_at, 'infinity'::timestamptz) AS forced_key,
+                   -j.priority AS neg_priority, j.queued_at
+            FROM jobs j
+            WHERE j.status = 'queued' AND j.pool = p.pool AND j.team = s.team
+              AND j.kind = ANY(:kinds) AND (j.not_before IS NULL OR j.not_before <= now())
+              AND (j.gpus <= :free_gpus OR j.forced_at IS NOT NULL)
+            ORDER BY COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority,
+                     j.queued_at, j.id
+            LIMIT :scan
+            FOR UPDATE OF j SKIP LOCKED
+        ) c
+        ORDER BY c.forced_key, c.neg_priority, neg_factor, c.queued_at, c.id
+        LIMIT :scan
+    )
     SELECT j.id, j.gpus, j.forced_at IS NOT NULL AS forced, j.team, j.pool,
-           j.max_runtime_seconds AS limit_s
-    FROM jobs j
-    WHERE j.status = 'queued' AND j.pool = ANY(:pools) AND j.kind = ANY(:kinds)
-      AND (j.not_before IS NULL OR j.not_before <= now())
-      AND (j.gpus <= :free_gpus OR j.forced_at IS NOT NULL)
-    ORDER BY {_CLAIM_KEY_OF_J}
-    LIMIT :scan
-    FOR UPDATE OF j SKIP LOCKED
-""")
-
-# The reservations of the pools whose jobs still wait, with the database clock (epoch).
-CLAIM_RESERVATIONS = text("""
-    SELECT r.job_id, r.worker_name, EXTRACT(EPOCH FROM r.starts_at)::float AS starts_at,
-           r.extra_gpus, EXTRACT(EPOCH FROM now())::float AS db_now
-    FROM reservations r JOIN jobs j ON j.id = r.job_id AND j.status = 'queued'
-    WHERE r.pool = ANY(:pools)
+           j.max_runtime_seconds AS limit_s,
+           COALESCE(j.expected_start_at <= now() AND j.expected_worker = :worker, false)
+               AS planned_now,
+           EXTRACT(EPOCH FROM now())::float AS db_now,
+           (SELECT jsonb_agg(jsonb_build_object(
+                       'job_id', r.job_id, 'worker_name', r.worker_name,
+                       'starts_at', EXTRACT(EPOCH FROM r.starts_at),
+                       'extra_gpus', r.extra_gpus))
+            FROM reservations r JOIN jobs rj ON rj.id = r.job_id AND rj.status = 'queued'
+            WHERE r.pool = ANY(:pools)) AS reservations
+    FROM picked JOIN jobs j ON j.id = picked.id
+    ORDER BY picked.forced_key, picked.neg_priority, picked.neg_factor, picked.queued_at,
+             picked.id
 """)
 
 # The teams among :teams with a quota in one of :pools, locked in name order: claimers of
@@ -152,7 +180,8 @@ CLAIM_JOBS = text("""
         SET status = 'running', worker_name = :worker, gpu_ids = chosen.gpu_ids,
             lease_token = gen_random_uuid(),
             lease_expires_at = now() + make_interval(secs => :lease_seconds),
-            started_at = now(), updated_at = now(), not_before = NULL, expected_start_at = NULL
+            started_at = now(), updated_at = now(), not_before = NULL,
+            expected_start_at = NULL, expected_worker = NULL
         FROM chosen
         WHERE j.id = chosen.id AND j.status = 'queued'
         RETURNING j.*
@@ -475,15 +504,17 @@ USAGE_SINCE = text("""
     GROUP BY team
 """)
 
-# Every team's standing, with its share (1 without a teams row), and whether it has
-# queued jobs now.
+# Every team's standing, with its share (1 without a teams row) and whether it has jobs
+# queued or running now.
 STANDINGS = text("""
     SELECT names.team, COALESCE(s.usage_gpu_seconds, 0) AS usage_gpu_seconds,
-           COALESCE(t.share, 1) AS share
+           COALESCE(t.share, 1) AS share, active.team IS NOT NULL AS active
     FROM (SELECT team FROM team_standing
           UNION SELECT DISTINCT team FROM jobs WHERE status IN ('queued', 'running')) names
     LEFT JOIN team_standing s ON s.team = names.team
     LEFT JOIN teams t ON t.name = names.team
+    LEFT JOIN (SELECT DISTINCT team FROM jobs WHERE status IN ('queued', 'running')) active
+        ON active.team = names.team
 """)
 
 # Write the teams' standings (arrays of equal length).
@@ -497,14 +528,6 @@ UPSERT_STANDINGS = text("""
     SET usage_gpu_seconds = EXCLUDED.usage_gpu_seconds,
         usage_fraction = EXCLUDED.usage_fraction, share_fraction = EXCLUDED.share_fraction,
         factor = EXCLUDED.factor, updated_at = now()
-""")
-
-# Standings of teams whose usage has decayed to nothing and that have no jobs waiting
-# or running: forgotten, so that the table holds only teams in play.
-FORGET_STANDINGS = text("""
-    DELETE FROM team_standing s
-    WHERE s.usage_gpu_seconds < 1
-      AND NOT EXISTS (SELECT 1 FROM jobs WHERE team = s.team AND status IN ('queued', 'running'))
 """)
 
 # The live workers of a pool, as the plan sees them.
@@ -548,6 +571,19 @@ PLAN_QUEUE = text(f"""
     LIMIT :depth
 """)
 
+# The pool's longest-waiting claimable job that needs GPUs (the plan protects it too, so
+# that a job that fair share keeps behind others still reaches a reservation).
+PLAN_OLDEST = text("""
+    SELECT j.id, j.name, j.gpus, j.kind, j.forced_at IS NOT NULL AS forced,
+           j.max_runtime_seconds AS limit_s, j.team, j.priority,
+           EXTRACT(EPOCH FROM j.queued_at)::float AS queued_at
+    FROM jobs j
+    WHERE j.status = 'queued' AND j.pool = :pool AND j.gpus > 0
+      AND (j.not_before IS NULL OR j.not_before <= now())
+    ORDER BY j.queued_at, j.id
+    LIMIT 1
+""")
+
 # Each team's quota in a pool and the GPUs its running jobs hold there.
 PLAN_QUOTAS = text("""
     SELECT t.name AS team, (t.quota_gpus ->> :pool)::int AS quota,
@@ -573,14 +609,17 @@ INSERT_RESERVATIONS = text("""
 # and clear it on queued jobs the pass no longer plans.
 SET_EXPECTED_STARTS = text("""
     WITH planned AS (
-        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:starts AS float8[])) AS p(id, starts_at)
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:starts AS float8[]),
+                             CAST(:hosts AS text[])) AS p(id, starts_at, host)
     ), cleared AS (
-        UPDATE jobs SET expected_start_at = NULL
+        UPDATE jobs SET expected_start_at = NULL, expected_worker = NULL
         WHERE status = 'queued' AND expected_start_at IS NOT NULL
           AND id <> ALL(CAST(:ids AS uuid[]))
     )
-    UPDATE jobs j SET expected_start_at = to_timestamp(planned.starts_at)
+    UPDATE jobs j SET expected_start_at = to_timestamp(planned.starts_at),
+                      expected_worker = planned.host
     FROM planned
     WHERE j.id = planned.id AND j.status = 'queued'
-      AND j.expected_start_at IS DISTINCT FROM to_timestamp(planned.starts_at)
+      AND (j.expected_start_at IS DISTINCT FROM to_timestamp(planned.starts_at)
+           OR j.expected_worker IS DISTINCT FROM planned.host)
 """)

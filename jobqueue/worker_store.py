@@ -126,16 +126,16 @@ class WorkerStore:
             rows = conn.execute(
                 sql.CLAIM_CANDIDATES,
                 {"pools": list(worker.pools), "kinds": list(worker.kinds), "scan": scan,
-                 "free_gpus": len(free)},
-            ).mappings()  # fmt: skip
+                 "free_gpus": len(free), "worker": worker.name},
+            ).mappings().all()  # fmt: skip
             candidates = [
-                Candidate(r["id"], r["gpus"], r["forced"], r["team"], r["pool"], r["limit_s"])
+                Candidate(r["id"], r["gpus"], r["forced"], r["team"], r["pool"], r["limit_s"],
+                          r["planned_now"])
                 for r in rows
-            ]
+            ]  # fmt: skip
             needs_gpus = any(c.gpus > 0 for c in candidates)
-            mine, elsewhere, now = (
-                _reservations(conn, worker) if needs_gpus else (None, frozenset(), 0.0)
-            )
+            mine, elsewhere = _reservations(rows[0]["reservations"] if rows else None, worker)
+            now = rows[0]["db_now"] if rows else 0.0
             assignments = choose(
                 candidates,
                 free_gpu_ids=free,
@@ -300,20 +300,19 @@ class WorkerStore:
 
 
 def _reservations(
-    conn: Connection, worker: WorkerIdentity
-) -> tuple[HostReservation | None, frozenset[UUID], float]:
-    """This host's reservation (if any), the jobs reserved on other hosts, and the
-    database clock (epoch seconds) the reservation's start compares with."""
+    values: Sequence[Mapping[str, Any]] | None, worker: WorkerIdentity
+) -> tuple[HostReservation | None, frozenset[UUID]]:
+    """This host's reservation (if any) and the jobs reserved on other hosts, from the
+    candidates' ``reservations`` column (``sql.CLAIM_CANDIDATES``)."""
     mine: HostReservation | None = None
     elsewhere: set[UUID] = set()
-    now = 0.0
-    for r in conn.execute(sql.CLAIM_RESERVATIONS, {"pools": list(worker.pools)}):
-        now = r.db_now
-        if r.worker_name == worker.name and mine is None:
-            mine = HostReservation(r.job_id, r.starts_at, int(r.extra_gpus))
-        elif r.worker_name != worker.name:
-            elsewhere.add(r.job_id)
-    return mine, frozenset(elsewhere), now
+    for r in values or ():
+        job_id = UUID(r["job_id"])
+        if r["worker_name"] == worker.name and mine is None:
+            mine = HostReservation(job_id, r["starts_at"], int(r["extra_gpus"]))
+        elif r["worker_name"] != worker.name:
+            elsewhere.add(job_id)
+    return mine, frozenset(elsewhere)
 
 
 def _quota_left(

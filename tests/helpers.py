@@ -230,8 +230,6 @@ ACTOR = "tester"
 T = TypeVar("T")
 
 
-
-
 def worker_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
     """Short lease, heartbeat, sweep and grace, and no retry back-off."""
     values: dict[str, Any] = {

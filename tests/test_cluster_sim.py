@@ -1,10 +1,11 @@
 """The cluster benchmark's simulator and metrics, on hand-made traces whose answers are known.
 
-Five jobs on one host of 8 GPUs. A takes 6 GPUs for 100 s; B, the big one,
-needs 7 and must wait for A; C, D and E are small. FIFO makes everyone wait
-behind B; first fit lets D jump ahead and so delays B until D ends; EASY
-backfill lets C and E run before B's reservation (at 100 s, when A ends) but
-not D, which would outlast it.
+Five jobs on one host of 8 GPUs, each with a time limit equal to its run time (exact
+estimates). A takes 6 GPUs for 100 s; B, the big one, needs 7 and must wait for A; C,
+D and E are small. FIFO makes everyone wait behind B; first fit lets D jump ahead and
+so delays B until D ends; EASY backfill lets C and E run before B's reservation (at
+100 s, when A ends) but not D, which would outlast it; jobqueue's scheduling pass
+makes the same reservation, and its claim honours it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from benchmarks.cluster.trace import TraceJob
 
 ONE_HOST = Cluster(hosts=1)
 FIVE = [
-    TraceJob(0, 0, "alpha", 6, 100),  # A
-    TraceJob(1, 1, "beta", 7, 50),  # B
-    TraceJob(2, 2, "alpha", 2, 50),  # C
-    TraceJob(3, 3, "beta", 2, 200),  # D
-    TraceJob(4, 4, "gamma", 1, 10),  # E
+    TraceJob(0, 0, "alpha", 6, 100, limit_s=100),  # A
+    TraceJob(1, 1, "beta", 7, 50, limit_s=50),  # B
+    TraceJob(2, 2, "alpha", 2, 50, limit_s=50),  # C
+    TraceJob(3, 3, "beta", 2, 200, limit_s=200),  # D
+    TraceJob(4, 4, "gamma", 1, 10, limit_s=10),  # E
 ]
 
 
@@ -38,11 +39,20 @@ def starts(schedule: Schedule) -> list[float]:
         ("fifo", [0, 100, 150, 150, 150]),  # all behind B; C, D, E start when B ends
         ("first-fit", [0, 252, 2, 52, 100]),  # D takes the GPUs B waits for
         ("easy", [0, 100, 2, 150, 52]),  # C and E end before B's reservation; D may not
-        ("jobqueue", [0, 252, 2, 52, 100]),  # the claim rule skips ahead like first fit
+        ("jobqueue", [0, 100, 2, 150, 52]),  # the pass reserves for B as EASY does
     ],
 )
 def test_each_policy_starts_the_five_jobs_when_it_should(policy, expected):
-    assert starts(simulate(FIVE, ONE_HOST, policy, poll_trace_s=1000)) == expected
+    # The twin's claims read the pass's own clock here (claim_lag_s=0); see the next test.
+    schedule = simulate(FIVE, ONE_HOST, policy, poll_trace_s=1000, claim_lag_s=0)
+    assert starts(schedule) == expected
+
+
+def test_a_claim_after_the_pass_starts_the_job_the_pass_planned_to_start_now():
+    # At 100 s the pass plans B now and reserves for D at B's end by its limit (150 s); a
+    # claim one trace second later finds 101 + 50 > 150 and skips B.
+    schedule = simulate(FIVE, ONE_HOST, "jobqueue", poll_trace_s=1000, claim_lag_s=1.0)
+    assert starts(schedule) == [0, 100, 2, 150, 52]
 
 
 def test_easy_waits_less_than_fifo_and_does_not_delay_the_big_job():
@@ -126,3 +136,47 @@ def test_synthetic_traces_are_reproducible_and_near_their_load():
     assert one == trace.synthetic(400, gpus_total=64, load=1.0, seed=3)
     assert trace.offered_load(one, 64) == pytest.approx(1.0, rel=0.1)
     assert {j.gpus for j in one} <= {1, 2, 4, 8}
+
+
+def test_easy_backfills_by_the_limits_not_the_true_run_times():
+    # A holds 6 of 8 GPUs until 100 s by its limit; B (8 GPUs) is reserved for then.
+    # C would end by 52 s, but its limit says 202 s: Slurm cannot know, so C waits. D's
+    # limit ends by 63 s: it backfills.
+    jobs = [
+        TraceJob(0, 0, "a", 6, 100, limit_s=100),
+        TraceJob(1, 1, "b", 8, 50, limit_s=50),
+        TraceJob(2, 2, "c", 2, 50, limit_s=200),
+        TraceJob(3, 3, "d", 2, 50, limit_s=60),
+    ]
+    assert starts(simulate(jobs, ONE_HOST, "easy")) == [0, 100, 150, 3]
+    # Without limits EASY plans with the true run times: C backfills (and D, behind it, no
+    # longer ends in time).
+    unlimited = [TraceJob(j.index, j.submit_s, j.team, j.gpus, j.duration_s) for j in jobs]
+    assert starts(simulate(unlimited, ONE_HOST, "easy")) == [0, 100, 2, 150]
+
+
+def _stream() -> list[TraceJob]:
+    """Eight 1-GPU jobs fill the host, ending at 10, 20, …, 80 s; an 8-GPU job comes at 5 s;
+    then a 1-GPU job every 10 s, each 100 s long, ready to take every GPU that frees."""
+    first = [TraceJob(i, 0, "t", 1, 10.0 * (i + 1), limit_s=10.0 * (i + 1)) for i in range(8)]
+    big = [TraceJob(8, 5, "t", 8, 100, limit_s=100)]
+    stream = [TraceJob(9 + k, 10.0 * (k + 1), "t", 1, 100, limit_s=100) for k in range(20)]
+    return first + big + stream
+
+
+@pytest.mark.parametrize(
+    "lag",
+    [
+        0.0,
+        1.0,
+    ],
+)
+def test_the_twin_protects_a_big_job_behind_a_stream_of_small_ones(lag):
+    jobs = _stream()
+    big_at = {
+        policy: simulate(jobs, ONE_HOST, policy, claim_lag_s=lag).placement_of()[8].start_s
+        for policy in ("first-fit", "easy", "jobqueue")
+    }
+    assert big_at["first-fit"] > 200  # the stream keeps taking the GPUs it waits for
+    assert big_at["easy"] == 80
+    assert big_at["jobqueue"] <= big_at["easy"]

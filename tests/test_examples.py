@@ -29,7 +29,6 @@ pytestmark = pytest.mark.system
 pytest.importorskip("torch")
 
 
-
 def test_torch_example_pauses_and_resumes_from_its_checkpoint(database_url, engine, tmp_path):
     settings = worker_settings(database_url, tmp_path)
     queue = JobQueue(engine, settings)

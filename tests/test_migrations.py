@@ -248,9 +248,13 @@ def test_upgrade_to_0004_puts_old_jobs_in_the_default_team_owned_by_their_submit
     assert tuple(row) == ("default", "ci-bot")
     migrate.downgrade(empty_url, "0003")
     with empty_engine.connect() as conn:
-        columns = conn.execute(
-            text("SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'")
-        ).scalars().all()
+        columns = (
+            conn.execute(
+                text("SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'")
+            )
+            .scalars()
+            .all()
+        )
         teams = conn.execute(text("SELECT to_regclass('teams')")).scalar_one()
     assert "team" not in columns and "owner" not in columns and teams is None
 

@@ -3,6 +3,7 @@ reservations and expected starts, and the claim's backfill rule around a reserva
 
 from __future__ import annotations
 
+import itertools
 import math
 from uuid import uuid4
 
@@ -20,8 +21,12 @@ def host(name: str, *running: tuple[int, float], total: int = 8) -> Host:
     return Host(name, total, frozenset({"train"}), tuple(running))
 
 
+_queued = itertools.count()
+
+
 def waiting(gpus: int, limit_s: float | None = HOUR, *, forced=False, team="a", kind="train"):
-    return Waiting(uuid4(), gpus, kind, forced, limit_s, team)
+    """A queued job, queued after every one made before it."""
+    return Waiting(uuid4(), gpus, kind, forced, limit_s, team, queued_at=NOW - 1e6 + next(_queued))
 
 
 # -- fair-share standings -----------------------------------------------------------------
@@ -244,3 +249,25 @@ def test_only_preemptible_jobs_of_teams_above_share_or_lower_priority_are_victim
 def test_nothing_is_preempted_for_a_job_that_fits_already():
     owed = waiting(2, forced=True, team="a")
     assert victims(owed, [host("h1", (4, INFINITY))], [running("h1", 4)]) is None
+
+
+def test_the_longest_waiting_job_is_protected_even_when_it_is_not_first_in_line():
+    # Fair share put a busy team's old big job behind newer jobs of other teams.
+    first = Waiting(uuid4(), 8, "train", False, HOUR, "a", queued_at=NOW - 10)
+    old_big = Waiting(uuid4(), 8, "train", False, HOUR, "busy", queued_at=NOW - 3600)
+    hosts = [host("h1", (8, NOW + HOUR)), host("h2", (8, NOW + 2 * HOUR))]
+    plan = plan_pool(hosts, [first, old_big], now=NOW)
+    assert [(r.job_id, r.worker_name) for r in plan.reservations] == [
+        (first.id, "h1"),
+        (old_big.id, "h2"),
+    ]
+    assert plan.expected_host == {first.id: "h1", old_big.id: "h2"}
+
+
+def test_a_job_the_pass_planned_to_start_now_here_passes_the_reservation():
+    # The claim's clock is later than the pass's: by its own now + limit the job would end
+    # a moment after the reservation starts, but the pass placed it so.
+    held = HostReservation(uuid4(), NOW + HOUR, 0)
+    planned = Candidate(uuid4(), 2, False, limit_s=HOUR, planned_now=True)
+    unplanned = Candidate(uuid4(), 2, False, limit_s=HOUR)
+    assert claim([unplanned, planned], reservation=held, now=NOW + 0.01) == [planned.id]

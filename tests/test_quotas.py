@@ -18,9 +18,7 @@ from tests.helpers import spec
 def running_gpus(engine, team: str) -> int:
     with engine.connect() as conn:
         return conn.execute(
-            text(
-                "SELECT COALESCE(sum(gpus), 0) FROM jobs WHERE status = 'running' AND team = :t"
-            ),
+            text("SELECT COALESCE(sum(gpus), 0) FROM jobs WHERE status = 'running' AND team = :t"),
             {"t": team},
         ).scalar_one()
 

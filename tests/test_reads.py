@@ -571,9 +571,7 @@ def test_metrics_are_bounded_oldest_dropped_first(queue, settings, engine, worke
     assert count_rows(engine, "job_metrics", claimed.id) == 10
 
 
-def test_metrics_are_trimmed_only_once_the_jobs_own_chart_is_full(
-    queue, settings, engine, worker
-):
+def test_metrics_are_trimmed_only_once_the_jobs_own_chart_is_full(queue, settings, engine, worker):
     # Points of other jobs must not count: many of them exist before this job reports.
     other_store = store_with(settings, engine, metrics_max_points=10)
     other = start(queue, other_store, worker, "busy")

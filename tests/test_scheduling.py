@@ -356,3 +356,20 @@ def test_the_api_shows_team_usage_and_host_reservations(api, queue, store, engin
         str(big.id), "big", 4,
     )  # fmt: skip
     assert reservation["starts_at"] is not None
+
+
+def test_a_claim_after_the_pass_starts_the_job_the_pass_planned_here_now(
+    queue, store, engine, settings
+):
+    h = host(store, "h1")
+    start(queue, store, h, "running", [0, 1], max_runtime_seconds=HOUR)
+    planned = submit(queue, "planned", gpus=2, max_runtime_seconds=2 * HOUR)
+    big = submit(queue, "big", gpus=4, max_runtime_seconds=HOUR)
+    run_pass(engine, settings, force=True)
+    with engine.connect() as conn:
+        [reserved] = conn.execute(text("SELECT job_id, starts_at FROM reservations")).all()
+    # The big job's GPUs free up exactly when the planned job's limit ends...
+    assert reserved.job_id == big.id
+    assert reserved.starts_at == queue.get(planned.id).expected_start_at + timedelta(hours=2)
+    time.sleep(0.05)  # ...so by the claim's later clock it would end after that
+    assert names(store.claim(h, free_gpu_ids=[2, 3], slots=4)) == ["planned"]

@@ -7,14 +7,19 @@ those intervals:
 - utilisation while work waits: busy GPU-seconds ÷ available GPU-seconds over
   the intervals when at least one job is queued; and over the whole run;
 - idle-while-fitting GPU-seconds: free GPUs of a host, not held by a
-  reservation, while a queued job would fit there (a work-conserving
-  scheduler has none);
+  reservation (EASY's, or the GPUs jobqueue's scheduling pass keeps free for a
+  reserved job), while a queued job would fit there (a work-conserving
+  scheduler has none); and the same counting reserved GPUs as idle too;
 - waits (submit → start) overall and by GPU count, completion time, bounded
   slowdown ``max(1, (wait + run) / max(run, 10 s))``;
 - fairness under contention: at every instant a job is queued, each team's
   max-min fair share of the cluster's GPUs given its demand then (the GPUs of
   its running and queued jobs); each team's GPU time against the sum of those
-  shares, the largest shortfall and Jain's index of the ratios;
+  shares, the largest shortfall and Jain's index of the ratios; and the same per
+  24-hour window of trace time (from time 0): the smallest ``actual / fair`` over
+  the windows and the teams with demand there (a fair share of at least one
+  GPU-hour in that window's contended time), and how many (window, team) pairs
+  reach 90%;
 - makespan against its lower bound;
 - forced jobs' waits, and (real run) the claim call's own cost by queue depth.
 """
@@ -29,6 +34,11 @@ from benchmarks.cluster.schedule import Schedule
 from benchmarks.harness.stats import percentile
 
 SLOWDOWN_FLOOR_S = 10.0
+#: Windows of the per-window fairness figure, and the fair share a team needs there
+#: to count (GPU-seconds): a team that waited a moment has no share worth judging.
+FAIR_WINDOW_S = 86_400.0
+FAIR_WINDOW_MIN_GPU_S = 3_600.0
+FAIR_TARGET = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +85,13 @@ class Metrics:
     teams: Sequence[TeamShare]
     jain: float
     largest_shortfall: float  # the worst (fair − actual) ÷ fair of a team
+    #: Per 24 h window: the smallest actual ÷ fair of a team with demand, where, and how
+    #: many (window, team) pairs reached FAIR_TARGET of all that counted.
+    window_min_ratio: float
+    window_worst: tuple[int, str] | None  # (window from 0, team)
+    windows_fair: tuple[int, int]  # (pairs at or above FAIR_TARGET, pairs)
+    #: Idle-while-fitting counting reserved GPUs as idle too.
+    idle_fitting_all_gpu_s: float
     makespan_s: float
     makespan_bound_s: float
     forced_waits: Sequence[float]
@@ -107,6 +124,15 @@ def measure(schedule: Schedule) -> Metrics:
     )
     teams = [TeamShare(t, sweep.fair[t], sweep.actual[t]) for t in sorted(sweep.fair)]
     ratios = [t.ratio for t in teams if t.fair > 0]
+    window_ratios = {
+        key: sweep.window_actual[key] / fair
+        for key, fair in sweep.window_fair.items()
+        if fair >= FAIR_WINDOW_MIN_GPU_S
+    }
+    worst: tuple[float, tuple[int, str] | None] = (float("nan"), None)
+    if window_ratios:
+        key = min(window_ratios, key=lambda k: (window_ratios[k], k))
+        worst = (window_ratios[key], key)
     return Metrics(
         policy=schedule.policy,
         jobs=len(jobs),
@@ -122,6 +148,11 @@ def measure(schedule: Schedule) -> Metrics:
         teams=teams,
         jain=jain(ratios),
         largest_shortfall=max((1 - r for r in ratios), default=0.0),
+        window_min_ratio=worst[0],
+        window_worst=worst[1],
+        windows_fair=(sum(1 for r in window_ratios.values() if r >= FAIR_TARGET - 1e-9),
+                      len(window_ratios)),
+        idle_fitting_all_gpu_s=sweep.idle_fitting_all,
         makespan_s=last_end - first,
         makespan_bound_s=bound,
         forced_waits=[placed[j.index].start_s - j.submit_s for j in jobs if j.forced],
@@ -135,6 +166,13 @@ class _Sweep:
     busy_waiting: float = 0.0
     capacity_waiting: float = 0.0
     idle_fitting: float = 0.0
+    idle_fitting_all: float = 0.0
+    window_fair: dict[tuple[int, str], float] = dataclasses.field(
+        default_factory=lambda: defaultdict(float)
+    )
+    window_actual: dict[tuple[int, str], float] = dataclasses.field(
+        default_factory=lambda: defaultdict(float)
+    )
     fair: dict[str, float] = dataclasses.field(default_factory=lambda: defaultdict(float))
     actual: dict[str, float] = dataclasses.field(default_factory=lambda: defaultdict(float))
 
@@ -192,14 +230,32 @@ def _sweep(schedule: Schedule) -> _Sweep:
         out.busy_waiting += in_use * span
         out.capacity_waiting += cluster.gpus * span
         demand = {t: running_of[t] + queued_of[t] for t in running_of.keys() | queued_of.keys()}
+        windows = _windows(now, now + span)
         for t, fair in max_min_fair({t: d for t, d in demand.items() if d > 0},
                                     cluster.gpus).items():  # fmt: skip
             out.fair[t] += fair * span
             out.actual[t] += running_of[t] * span
+            for w, part in windows:
+                out.window_fair[(w, t)] += fair * part
+                out.window_actual[(w, t)] += running_of[t] * part
         for h in range(cluster.hosts):
-            free = cluster.gpus_per_host - busy[h] - max(reserved[h], 0)
+            free = cluster.gpus_per_host - busy[h]
+            if free >= smallest:
+                out.idle_fitting_all += free * span
+            free -= max(reserved[h], 0)
             if free >= smallest:
                 out.idle_fitting += free * span
+    return out
+
+
+def _windows(start: float, end: float) -> list[tuple[int, float]]:
+    """[start, end) cut at the FAIR_WINDOW_S boundaries: (window, seconds in it)."""
+    out = []
+    w = int(start // FAIR_WINDOW_S)
+    while start < end:
+        edge = min(end, (w + 1) * FAIR_WINDOW_S)
+        out.append((w, edge - start))
+        start, w = edge, w + 1
     return out
 
 

@@ -122,8 +122,11 @@ def notes_of(
     notes = [
         f"compression {compression:g} trace s per real s; wall {wall:.1f} s real "
         f"({wall * compression:.0f} trace s)",
-        (f"poll {poll_real:.3f} s real = {poll_trace_s:g} s trace (hosts also wake on NOTIFY)"
-         if wake == "notify" else "hosts woken in index order by one dispatcher (no polls)"),
+        (
+            f"poll {poll_real:.3f} s real = {poll_trace_s:g} s trace (hosts also wake on NOTIFY)"
+            if wake == "notify"
+            else "hosts woken in index order by one dispatcher (no polls)"
+        ),
         f"median overhead per job (run time minus compressed duration) "
         f"{statistics.median(overhead) * 1000:.1f} ms real, max {max(overhead) * 1000:.1f} ms",
         f"median lag from scheduled submit to created_at {statistics.median(lag) * 1000:.1f} ms "

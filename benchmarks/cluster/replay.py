@@ -13,7 +13,17 @@ so that the simulator's metrics judge it line by line.
 *Compression* is trace seconds per real second: a job of ``duration_s`` sleeps
 ``duration_s / compression`` real seconds, and database times ``t`` come back as
 ``(t - t0) * compression`` trace seconds, ``t0`` being the database clock at the
-replay's start instant (when trace time 0 is submitted).
+replay's start instant (when trace time 0 is submitted). A job's time limit is
+submitted compressed too (``max_runtime_seconds = ceil(limit_s / compression)``, at
+least 1): the scheduling pass plans on the database clock. (SlotRunner does not stop
+Python callables at their limit; the sleeps end on time anyway.) The fair-share
+half-life is compressed the same way (``fair_share_half_life_hours / compression``).
+
+The hosts register as workers and heartbeat, so that the scheduling pass
+(:func:`jobqueue.planner.run_pass`) sees them. In the ordered mode the dispatcher runs
+the pass itself (``force=True``) before each round of claims, as the twin does; with
+NOTIFY each runner's own planner runs it every ``plan_interval_seconds`` (set to the
+poll interval).
 
 Besides the placements it measures the scheduler's own cost: every claim call of
 every host in real milliseconds with the queue depth at the call
@@ -23,7 +33,9 @@ timer jitter add to each job and how late submits land.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,11 +45,13 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from benchmarks.cluster.readback import KIND, ReplayError, notes_of, placements_of, read_back
-from benchmarks.cluster.schedule import Cluster, Schedule
+from benchmarks.cluster.schedule import Cluster, HeldGpus, Reservation, Schedule
 from benchmarks.cluster.trace import TraceJob
+from benchmarks.harness.stats import percentile
 from jobqueue.db import make_engine
 from jobqueue.errors import InvalidTransition
 from jobqueue.outcomes import Exit, StopCause
+from jobqueue.planner import run_pass
 from jobqueue.queue import JobQueue
 from jobqueue.records import Claimed
 from jobqueue.runner import SlotRunner
@@ -52,6 +66,19 @@ ACTOR = "replay"
 DONE_POLL_S = 0.5
 #: Connections per host engine (claims, finishes from slot threads, lease renewals).
 HOST_POOL_SIZE = 2
+#: How often every host's worker row is refreshed (real seconds): the pass plans only
+#: for live workers.
+WORKER_HEARTBEAT_S = 2.0
+#: jobqueue's default half-life of team usage (trace hours), compressed for the replay.
+HALF_LIFE_HOURS = 168.0
+
+
+def real_limit_s(limit_s: float | None, compression: float) -> int | None:
+    """The ``max_runtime_seconds`` a job of trace limit ``limit_s`` is submitted with."""
+    if limit_s is None:
+        return None
+    return max(1, math.ceil(limit_s / compression - 1e-9))
+
 
 _FINISHED = text("SELECT count(*) FROM jobs WHERE kind = :kind AND finished_at IS NOT NULL")
 
@@ -172,6 +199,8 @@ class _Submitter:
             kind=KIND,
             pool=POOL,
             gpus=job.gpus,
+            team=job.team,
+            max_runtime_seconds=real_limit_s(job.limit_s, self.compression),
             config={"team": job.team, "trace_index": job.index, "duration_s": job.duration_s},
         )
         created, _ = self.queue.submit(spec, actor=ACTOR)
@@ -207,9 +236,23 @@ class _Dispatcher(_Submitter):
     fits. The claims are the runners' own (``SlotRunner.claim_once``: the real claim, the
     real choice rule, the real fenced finish); only the NOTIFY race is replaced."""
 
-    def __init__(self, *args: Any, runners: Sequence[SlotRunner], **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        runners: Sequence[SlotRunner],
+        engine: Engine,
+        settings: Settings,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.runners = runners
+        self.engine = engine
+        self.settings = settings
+        self.plan: dict = {}
+        #: Each scheduling pass's real milliseconds.
+        self.pass_ms: list[float] = []
+        #: GPUs the pass's reservations kept free (trace seconds), for the metrics.
+        self.held = HeldGpus()
         self.any_end = threading.Event()
         self._ended: set[int] = set()
         self._lock = threading.Lock()
@@ -231,23 +274,44 @@ class _Dispatcher(_Submitter):
                 with self._lock:  # emptied in place: the hosts' _HostWake hold this set
                     ended = sorted(self._ended)
                     self._ended.clear()
-                for host in ended:
-                    self._claim(host)
+                if ended:
+                    self._round(ended)
                 now = time.monotonic()
                 submitted = False
                 while pending and self.start + pending[0].submit_s / self.compression <= now:
                     self._submit(pending.pop(0))
                     submitted = True
                 if submitted:
-                    for host in range(len(self.runners)):
-                        self._claim(host)
+                    self._round(range(len(self.runners)))
         except Exception as exc:  # handed to the main thread
             self.error = exc
             self.abort.set()
 
-    def _claim(self, host: int) -> None:
-        while self.runners[host].claim_once():
-            pass
+    def _round(self, hosts: Sequence[int]) -> None:
+        """A scheduling pass (when jobs wait), then each host in turn claims until nothing
+        more fits; then what the reservations hold, for the metrics."""
+        planned = self.depth.now() > 0
+        if planned:
+            before = time.perf_counter()
+            result = run_pass(self.engine, self.settings, force=True)
+            self.pass_ms.append((time.perf_counter() - before) * 1000.0)
+            self.plan = result.plans if result is not None else {}
+        started: set = set()
+        for host in hosts:
+            while claimed := self.runners[host].claim_once():
+                started.update(c.job.id for c in claimed)
+        if planned:
+            self._hold(started)
+
+    def _hold(self, started: set) -> None:
+        now = (time.monotonic() - self.start) * self.compression
+        self.held.close(now)
+        names = {r.worker.name: h for h, r in enumerate(self.runners)}
+        for plan in self.plan.values():
+            for r in plan.reservations:
+                host = names.get(r.worker_name)
+                if host is not None and r.job_id not in started:
+                    self.held.hold(host, min(len(self.runners[host].gpus.free()), r.gpus), now)
 
 
 def default_timeout_s(jobs: Sequence[TraceJob], compression: float) -> float:
@@ -267,6 +331,7 @@ def replay(
     compression: float,
     poll_trace_s: float,
     wake: str = "notify",
+    half_life_hours: float = HALF_LIFE_HOURS,
     settings_overrides: dict | None = None,
     timeout_s: float | None = None,
     log: Callable[[str], None] = print,
@@ -297,6 +362,10 @@ def replay(
         "lease_seconds": lease,
         "heartbeat_seconds": lease / 3.0,
         "retry_backoff_seconds": 0,
+        # Trace hours of half-life are real hours / compression, as every other time.
+        "fair_share_half_life_hours": half_life_hours / compression,
+        # With NOTIFY the runners' planners run the pass about once a poll interval.
+        "plan_interval_seconds": poll_trace_s / compression,
     }
     values.update(settings_overrides or {})
     settings = Settings(**values)
@@ -310,6 +379,7 @@ def replay(
     engines: list[Engine] = []
     runners: list[SlotRunner] = []
     submitter: _Submitter | None = None
+    heart: _Heartbeat | None = None
 
     def engine(name: str, size: int) -> Engine:
         made = make_engine(database_url, pool_size=size, application_name=f"jobqueue-replay:{name}")
@@ -340,7 +410,11 @@ def replay(
                 poll_seconds=poll_real,
             )
             runners.append(runner)
-            if wake == "notify":
+            store.heartbeat_worker(identity, free_gpus=cluster.gpus_per_host, restarted=True)
+        heart = _Heartbeat(engine("heartbeat", 1), settings, runners, abort)
+        heart.start()
+        if wake == "notify":
+            for runner in runners:
                 runner.start()
 
         start, t0 = _start_instant(reader)
@@ -350,7 +424,8 @@ def replay(
         )
         if wake == "ordered":
             submitter = _Dispatcher(queue, jobs, start=start, compression=compression,
-                                    depth=depth, abort=abort, runners=runners)  # fmt: skip
+                                    depth=depth, abort=abort, runners=runners,
+                                    engine=engine("planner", 1), settings=settings)  # fmt: skip
         else:
             submitter = _Submitter(
                 queue, jobs, start=start, compression=compression, depth=depth, abort=abort
@@ -363,6 +438,8 @@ def replay(
         abort.set()  # stops the submitter's waits and any handler still sleeping
         if submitter is not None:
             submitter.join(10.0)
+        if heart is not None:
+            heart.join(10.0)
         for runner in runners:
             try:
                 runner.stop()
@@ -379,9 +456,52 @@ def replay(
         jobs, real, submitter, timed, wake=wake,
         compression=compression, poll_trace_s=poll_trace_s, poll_real=poll_real, wall=wall,
     )  # fmt: skip
+    reservations: list[Reservation] = []
+    if isinstance(submitter, _Dispatcher):
+        submitter.held.close(max((p.end_s for p in placements), default=0.0))
+        reservations = submitter.held.closed
+        if submitter.pass_ms:
+            ms = submitter.pass_ms
+            notes.append(
+                f"{len(ms):,} scheduling passes (run_pass, force=True) before rounds of claims: "
+                f"p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms, "
+                f"max {max(ms):.1f} ms real"
+            )
+    limits = [j for j in jobs if j.limit_s is not None]
+    if limits:
+        notes.append(
+            f"{len(limits)} jobs submitted with max_runtime_seconds = ceil(limit / "
+            f"{compression:g}); fair-share half-life "
+            f"{settings.fair_share_half_life_hours * 3600:.1f} s real = {half_life_hours:g} h "
+            f"trace; plan interval {settings.plan_interval_seconds:.3f} s real"
+        )
     for note in notes:
         log(f"replay: {note}")
-    return Schedule(POLICY, cluster, jobs, placements, claim_calls=claim_calls, notes=notes)
+    return Schedule(POLICY, cluster, jobs, placements, reservations, claim_calls=claim_calls,
+                    notes=notes)  # fmt: skip
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes every host's worker row, so that the scheduling pass counts it alive."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        runners: Sequence[SlotRunner],
+        abort: threading.Event,
+    ):
+        super().__init__(name="replay-heartbeat", daemon=True)
+        self.store = WorkerStore(engine, settings)
+        self.runners = runners
+        self.abort = abort
+
+    def run(self) -> None:
+        while not self.abort.wait(WORKER_HEARTBEAT_S):
+            for runner in self.runners:
+                # A failed beat is tried again at the next; the run itself goes on.
+                with contextlib.suppress(Exception):
+                    self.store.heartbeat_worker(runner.worker, free_gpus=len(runner.gpus.free()))
 
 
 def _check_inputs(

@@ -43,6 +43,26 @@ class Reservation:
     until_s: float
 
 
+class HeldGpus:
+    """The GPUs the scheduling pass's reservations keep free, as closed :class:`Reservation`
+    spans: each pass opens the spans it holds and ends the previous pass's."""
+
+    def __init__(self) -> None:
+        self.closed: list[Reservation] = []
+        self._open: list[Reservation] = []
+
+    def hold(self, host: int, gpus: int, now: float) -> None:
+        if gpus:
+            self._open.append(Reservation(host, gpus, now, float("inf")))
+
+    def close(self, now: float) -> None:
+        """End the open spans at ``now`` (the next pass recomputes them)."""
+        for r in self._open:
+            if now > r.from_s:
+                self.closed.append(Reservation(r.host, r.gpus, r.from_s, now))
+        self._open = []
+
+
 @dataclasses.dataclass
 class Schedule:
     policy: str

@@ -36,7 +36,14 @@ def policy_table(results: Sequence[Metrics]) -> str:
     rows: list[tuple[str, Callable[[Metrics], str]]] = [
         ("GPU utilisation while jobs wait", lambda m: f"{m.utilisation_waiting:.1%}"),
         ("GPU utilisation over the run", lambda m: f"{m.utilisation_run:.1%}"),
-        ("idle-while-fitting GPU-hours", lambda m: f"{m.idle_fitting_gpu_s / 3600:,.0f}"),
+        (
+            "idle-while-fitting GPU-hours, outside reservations",
+            lambda m: f"{m.idle_fitting_gpu_s / 3600:,.0f}",
+        ),
+        (
+            "idle-while-fitting GPU-hours, reserved GPUs too",
+            lambda m: f"{m.idle_fitting_all_gpu_s / 3600:,.0f}",
+        ),
         ("wait: mean", lambda m: duration(m.waits.mean)),
         ("wait: p50", lambda m: duration(m.waits.p50)),
         ("wait: p95", lambda m: duration(m.waits.p95)),
@@ -50,6 +57,8 @@ def policy_table(results: Sequence[Metrics]) -> str:
         ("mean bounded slowdown", lambda m: f"{m.mean_bounded_slowdown:.2f}"),
         ("Jain's index of team share / fair share", lambda m: f"{m.jain:.3f}"),
         ("largest team shortfall from fair share", lambda m: f"{m.largest_shortfall:.0%}"),
+        ("team share / fair share, worst 24 h window", _window_worst),
+        ("(window, team) pairs at >= 90% of fair share", _windows_fair),
         ("makespan / lower bound", lambda m: f"{m.makespan_s / m.makespan_bound_s:.3f}"),
         ("forced jobs: wait mean (max)", _forced),
     ]
@@ -65,6 +74,18 @@ def _by_gpus(gpus: int) -> Callable[[Metrics], str]:
         return " / ".join(duration(x) for x in (w.mean, w.p50, w.p95, w.max))
 
     return cell
+
+
+def _window_worst(m: Metrics) -> str:
+    if m.window_worst is None:
+        return "-"
+    day, team = m.window_worst
+    return f"{m.window_min_ratio:.0%} ({team}, day {day})"
+
+
+def _windows_fair(m: Metrics) -> str:
+    good, pairs = m.windows_fair
+    return f"{good} of {pairs}" if pairs else "-"
 
 
 def _forced(m: Metrics) -> str:

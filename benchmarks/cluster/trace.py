@@ -10,12 +10,18 @@ arrivals; :func:`stretch_to_load` spreads (or packs) the arrival times so the
 offered load is what the run wants (about 1.0: where scheduling decides
 everything). Durations are capped, as a cluster's time limit would, so that a
 window drains in a bounded time.
+
+Jobs may carry a *time limit* (``limit_s``), what a user asks the scheduler for:
+:func:`with_limits` sets each to its duration times a random factor in [1, 3],
+rounded up to the whole hour (users over-estimate), as backfill schedulers see them.
+The true duration is still when the job ends.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,6 +41,8 @@ class TraceJob:
     duration_s: float
     #: Force-started at its submit time (a person's "start now").
     forced: bool = False
+    #: The time limit the user gave (trace seconds, >= duration_s); None: none.
+    limit_s: float | None = None
 
 
 def read_trace(path: Path | str) -> list[TraceJob]:
@@ -125,6 +133,33 @@ def with_forced(jobs: Sequence[TraceJob], count: int, *, seed: int = 0) -> list[
     pool = [j.index for j in jobs[len(jobs) // 10 :]] or [j.index for j in jobs]
     picked = set(rng.sample(pool, min(count, len(pool))))
     return [dataclasses.replace(j, forced=j.index in picked) for j in jobs]
+
+
+def with_limits(
+    jobs: Sequence[TraceJob], *, low: float = 1.0, high: float = 3.0, seed: int = 0
+) -> list[TraceJob]:
+    """The same jobs, each with a time limit: its duration × a factor drawn uniformly from
+    [``low``, ``high``], rounded up to the whole hour (at least one hour). Deterministic
+    for a seed: the factors are drawn in index order."""
+    rng = random.Random(seed)
+    out = []
+    for job in sorted(jobs, key=lambda j: j.index):
+        hours = max(1, math.ceil(job.duration_s * rng.uniform(low, high) / 3600.0 - 1e-9))
+        out.append(dataclasses.replace(job, limit_s=float(hours * 3600)))
+    order = {j.index: n for n, j in enumerate(jobs)}
+    return sorted(out, key=lambda j: order[j.index])
+
+
+def with_limit_resolution(jobs: Sequence[TraceJob], step_s: float) -> list[TraceJob]:
+    """The same jobs with their limits rounded up to a multiple of ``step_s`` (what the
+    real replay can submit: whole real seconds are ``compression`` trace seconds)."""
+    if step_s <= 0:
+        return list(jobs)
+    return [
+        dataclasses.replace(j, limit_s=math.ceil(j.limit_s / step_s - 1e-9) * step_s)
+        if j.limit_s is not None else j
+        for j in jobs
+    ]  # fmt: skip
 
 
 def renumber(jobs: Sequence[TraceJob]) -> list[TraceJob]:

@@ -41,6 +41,7 @@ def upgrade() -> None:
     )
     _request_check("'pause', 'cancel', 'fail', 'preempt'")
     op.add_column("jobs", sa.Column("expected_start_at", sa.DateTime(timezone=True)))
+    op.add_column("jobs", sa.Column("expected_worker", sa.Text()))
     op.create_index(
         "ix_jobs_expected_start",
         "jobs",
@@ -55,6 +56,15 @@ def upgrade() -> None:
         sa.Column("share_fraction", sa.Float(), server_default=sa.text("0"), nullable=False),
         sa.Column("factor", sa.Float(), server_default=sa.text("1"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=now, nullable=False),
+    )
+    # Every team that has jobs is in play: the claim reads the teams from here.
+    op.execute(
+        "INSERT INTO team_standing (team) SELECT 'default' UNION SELECT DISTINCT team FROM jobs"
+    )
+    op.execute(
+        "CREATE INDEX ix_jobs_team_rank ON jobs (pool, team,"
+        " COALESCE(forced_at, 'infinity'::timestamp with time zone), (- priority), queued_at, id)"
+        " WHERE status = 'queued'"
     )
     op.create_table(
         "reservations",
@@ -93,6 +103,8 @@ def downgrade() -> None:
     op.drop_table("scheduler_state")
     op.drop_index("ix_reservations_worker_name", table_name="reservations")
     op.drop_table("reservations")
+    op.drop_index("ix_jobs_team_rank", table_name="jobs")
     op.drop_table("team_standing")
     op.drop_index("ix_jobs_expected_start", table_name="jobs")
+    op.drop_column("jobs", "expected_worker")
     op.drop_column("jobs", "expected_start_at")
