@@ -132,13 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = Stopwatch()
 
     schedules: list[Schedule] = []
-    runs = [(p, p, "random") for p in REFERENCES]
-    runs += [("jobqueue", "jobqueue (sim)", "random"),
-             ("jobqueue", "jobqueue (sim, ordered)", "ordered")]  # fmt: skip
-    for policy, label, wake in runs:
+    runs = [(p, p, "random", True) for p in REFERENCES]
+    # The twin without fair share tells what the reservations do from what fairness costs.
+    runs += [("jobqueue", "jobqueue (sim, ordered, no fair share)", "ordered", False),
+             ("jobqueue", "jobqueue (sim)", "random", True),
+             ("jobqueue", "jobqueue (sim, ordered)", "ordered", True)]  # fmt: skip
+    for policy, label, wake, fair in runs:
         log(f"simulating {label}")
         schedule = simulate(jobs, cluster, policy, poll_trace_s=sizes.poll_trace_s, wake=wake,
-                            seed=args.seed)  # fmt: skip
+                            seed=args.seed, fair_share=fair)  # fmt: skip
         schedule.policy = label
         schedules.append(schedule)
     server_version = None

@@ -62,7 +62,8 @@ def choose(
     ``quota_left`` is, per (team, pool) that has a quota, how many more GPUs the
     team may take there; a job that would go over it is passed by. ``reservation``
     is this host's (if any), ``reserved_elsewhere`` the jobs whose reservation is on
-    another host (they neither start here out of turn nor hold this host back), and
+    another host (one that fits here starts here all the same; one that does not holds
+    nothing back here, forced or not), and
     ``now`` the database clock the reservation's time compares with.
     """
     free = list(free_gpu_ids)
@@ -79,11 +80,13 @@ def choose(
         key = (job.team, job.pool)
         if key in room and job.gpus > room[key]:
             continue  # its team is at its quota here, forced or not
-        if held_for_forced or job.id in reserved_elsewhere:
+        if held_for_forced:
             continue
         if job.gpus > len(free):
-            unplanned = reservation is None or reservation.job_id != job.id
-            if job.forced and job.gpus <= total_gpus and unplanned:
+            planned = job.id in reserved_elsewhere or (
+                reservation is not None and reservation.job_id == job.id
+            )
+            if job.forced and job.gpus <= total_gpus and not planned:
                 held_for_forced = True
             continue
         if reservation is not None and job.id != reservation.job_id and not job.planned_now:

@@ -115,10 +115,10 @@ _CLAIM_KEY_OF_J = f"""
 #
 # The claim order puts the fair-share factor, a per-team value, between priority and
 # time queued, so no index gives it directly. Instead each team in play (a row of
-# team_standing: every team that submitted has one) gives its first :scan jobs by
-# ix_jobs_team_rank that no other claimer holds (SKIP LOCKED, so that claimers at the
-# same instant get different rows), and only those are merged: the cost is teams × :scan
-# rows whatever the depth of the queue.
+# team_standing: every team that submitted has one) gives its first :per_team jobs (as
+# many as the host could start) by ix_jobs_team_rank that no other claimer holds (SKIP
+# LOCKED, so that claimers at the same instant get different rows), and only those are
+# merged: the cost is teams × :per_team rows whatever the depth of the queue.
 CLAIM_CANDIDATES = text("""
     WITH picked AS (
         SELECT c.id, c.forced_key, c.neg_priority, -s.factor AS neg_factor, c.queued_at
@@ -132,7 +132,7 @@ CLAIM_CANDIDATES = text("""
               AND (j.gpus <= :free_gpus OR j.forced_at IS NOT NULL)
             ORDER BY COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority,
                      j.queued_at, j.id
-            LIMIT :scan
+            LIMIT :per_team
             FOR UPDATE OF j SKIP LOCKED
         ) c
         ORDER BY c.forced_key, c.neg_priority, neg_factor, c.queued_at, c.id
@@ -605,21 +605,34 @@ INSERT_RESERVATIONS = text("""
         AS r(job_id, pool, worker_name, gpus, starts_at, extra_gpus)
 """)
 
-# Set the expected start of the planned jobs (epoch; null: unknown) where it changed,
-# and clear it on queued jobs the pass no longer plans.
+# Set the expected start and host of the planned jobs (epoch; null: unknown) where they
+# changed, and clear them on queued jobs the pass no longer plans. A job expected by now
+# that is still expected by now is left alone (nothing a claim reads changed), and rows a
+# claimer holds are skipped (SKIP LOCKED): the pass neither waits for claims nor makes
+# them skip the jobs it would only touch up; the next pass writes what it skipped.
 SET_EXPECTED_STARTS = text("""
     WITH planned AS (
         SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:starts AS float8[]),
                              CAST(:hosts AS text[])) AS p(id, starts_at, host)
+    ), stale AS (
+        SELECT j.id FROM jobs j
+        WHERE j.status = 'queued' AND j.expected_start_at IS NOT NULL
+          AND j.id <> ALL(CAST(:ids AS uuid[]))
+        FOR UPDATE SKIP LOCKED
     ), cleared AS (
         UPDATE jobs SET expected_start_at = NULL, expected_worker = NULL
-        WHERE status = 'queued' AND expected_start_at IS NOT NULL
-          AND id <> ALL(CAST(:ids AS uuid[]))
+        FROM stale WHERE jobs.id = stale.id
+    ), changed AS (
+        SELECT j.id, planned.starts_at, planned.host
+        FROM jobs j JOIN planned ON planned.id = j.id
+        WHERE j.status = 'queued'
+          AND (j.expected_worker IS DISTINCT FROM planned.host
+               OR (j.expected_start_at IS DISTINCT FROM to_timestamp(planned.starts_at)
+                   AND NOT (j.expected_start_at <= now()
+                            AND to_timestamp(planned.starts_at) <= now())))
+        FOR UPDATE OF j SKIP LOCKED
     )
-    UPDATE jobs j SET expected_start_at = to_timestamp(planned.starts_at),
-                      expected_worker = planned.host
-    FROM planned
-    WHERE j.id = planned.id AND j.status = 'queued'
-      AND (j.expected_start_at IS DISTINCT FROM to_timestamp(planned.starts_at)
-           OR j.expected_worker IS DISTINCT FROM planned.host)
+    UPDATE jobs j SET expected_start_at = to_timestamp(changed.starts_at),
+                      expected_worker = changed.host
+    FROM changed WHERE j.id = changed.id
 """)

@@ -126,7 +126,7 @@ class WorkerStore:
             rows = conn.execute(
                 sql.CLAIM_CANDIDATES,
                 {"pools": list(worker.pools), "kinds": list(worker.kinds), "scan": scan,
-                 "free_gpus": len(free), "worker": worker.name},
+                 "per_team": slots, "free_gpus": len(free), "worker": worker.name},
             ).mappings().all()  # fmt: skip
             candidates = [
                 Candidate(r["id"], r["gpus"], r["forced"], r["team"], r["pool"], r["limit_s"],

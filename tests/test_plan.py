@@ -180,6 +180,8 @@ def test_a_forced_job_reserved_elsewhere_does_not_hold_this_host_back():
     forced = Candidate(uuid4(), 8, True)
     small = Candidate(uuid4(), 1, False)
     assert claim([forced, small], elsewhere=[forced.id]) == [small.id]
+    # Where it fits, it starts: the GPUs it was waiting for elsewhere freed up here first.
+    assert claim([forced, small], free=8, elsewhere=[forced.id]) == [forced.id]
     # Not planned yet: it holds back this host's GPUs, as force-start promises.
     assert claim([forced, small]) == []
 

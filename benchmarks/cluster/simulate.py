@@ -136,12 +136,15 @@ def simulate(
     plan_depth: int = PLAN_DEPTH,
     half_life_hours: float = HALF_LIFE_HOURS,
     claim_lag_s: float = CLAIM_LAG_S,
+    fair_share: bool = True,
 ) -> Schedule:
     """Run ``jobs`` (in submit order, indices 0…n-1) on ``cluster`` under ``policy``.
 
     ``plan_depth`` and ``half_life_hours`` (trace hours) are the jobqueue twin's
     scheduling pass settings (``plan_depth``, ``fair_share_half_life_hours``), and
-    ``claim_lag_s`` how long after the pass its claims read the clock (trace seconds)."""
+    ``claim_lag_s`` how long after the pass its claims read the clock (trace seconds);
+    ``fair_share=False`` gives every team the factor 1 (claim order by submit time), to
+    tell what the reservations do from what fair share costs."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
     state = _State(jobs, cluster)
@@ -153,7 +156,7 @@ def simulate(
         poll = poll_trace_s if wake == "random" else float("inf")
         twin = _Twin(state, poll, random.Random(seed), shuffle=wake == "random",
                      plan_depth=plan_depth, half_life_s=half_life_hours * 3600.0,
-                     claim_lag_s=claim_lag_s)  # fmt: skip
+                     claim_lag_s=claim_lag_s, fair_share=fair_share)  # fmt: skip
     arrivals = sorted(jobs, key=lambda j: (j.submit_s, j.index))
     next_arrival = 0
     while next_arrival < len(arrivals) or state.ends or state.queue:
@@ -277,8 +280,10 @@ class _Twin:
         plan_depth: int = PLAN_DEPTH,
         half_life_s: float = HALF_LIFE_HOURS * 3600.0,
         claim_lag_s: float = 0.0,
+        fair_share: bool = True,
     ):
         self.claim_lag_s = claim_lag_s
+        self.fair_share = fair_share
         self.state = state
         self.poll_s = poll_s
         self.rng = rng
@@ -351,7 +356,7 @@ class _Twin:
         in_play = set(self.usage) | {state.jobs[i].team for i in (*state.queue, *state.started)}
         usage = {t: self.usage.get(t, 0.0) * decay + added.get(t, 0.0) for t in in_play}
         standings = standings_of(usage, dict.fromkeys(usage, 1.0))
-        self.factor = {s.team: s.factor for s in standings}
+        self.factor = {s.team: s.factor for s in standings} if self.fair_share else {}
         busy = {state.jobs[i].team for i in (*state.queue, *state.started)}
         self.usage = {t: u for t, u in usage.items() if u >= 1 or t in busy}  # FORGET_STANDINGS
         self.planned_at = now
@@ -424,6 +429,15 @@ class _Twin:
             jobs = self.state.jobs
             fitting = [i for i in self._ordered
                        if i in queued and (jobs[i].gpus <= free or jobs[i].forced)]  # fmt: skip
+            # sql.CLAIM_CANDIDATES reads each team's first free_slots jobs, then merges them.
+            per_team: dict[str, int] = {}
+            merged = []
+            for i in fitting:
+                seen = per_team.get(jobs[i].team, 0)
+                if seen < free_slots:
+                    per_team[jobs[i].team] = seen + 1
+                    merged.append(i)
+            fitting = merged
             claim_now = now + self.claim_lag_s  # the claim reads the clock after the pass did
             name = _host_name(host)
             candidates = [
