@@ -46,6 +46,12 @@ class HostReservation:
     extra_gpus: int
 
 
+def ends_before(limit_s: float | None, starts_at: float | None, now: float) -> bool:
+    """Whether a job started ``now`` with limit ``limit_s`` ends by a reservation's start:
+    the test that lets it onto reserved GPUs (else only the extra GPUs may take it)."""
+    return starts_at is not None and limit_s is not None and now + limit_s <= starts_at
+
+
 def choose(
     candidates: Sequence[Candidate],
     *,
@@ -89,16 +95,16 @@ def choose(
             if job.forced and job.gpus <= total_gpus and not planned:
                 held_for_forced = True
             continue
-        if reservation is not None and job.id != reservation.job_id and not job.planned_now:
-            ends_in_time = (
-                reservation.starts_at is not None
-                and job.limit_s is not None
-                and now + job.limit_s <= reservation.starts_at
-            )
-            if not ends_in_time:
-                if job.gpus > extra:
-                    continue  # it would delay the reserved job
-                extra -= job.gpus
+        keeps_reservation = (
+            reservation is None
+            or job.id == reservation.job_id
+            or job.planned_now
+            or ends_before(job.limit_s, reservation.starts_at, now)
+        )
+        if not keeps_reservation:
+            if job.gpus > extra:
+                continue  # it would delay the reserved job
+            extra -= job.gpus  # it runs on the GPUs the reserved job leaves over
         chosen.append((job.id, free[: job.gpus]))
         free = free[job.gpus :]
         if key in room:

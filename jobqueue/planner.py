@@ -31,7 +31,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 
-from jobqueue import sql
+from jobqueue import planner_sql, sql
 from jobqueue.outcomes import preempt_request
 from jobqueue.plan import (
     INFINITY,
@@ -72,15 +72,15 @@ def run_pass(engine: Engine, settings: Settings, *, force: bool = False) -> Pass
     """One scheduling pass, or None when another process is planning or the last pass
     is younger than the interval (``force`` skips that second check)."""
     with engine.begin() as conn:
-        if not conn.execute(sql.TRY_PLAN_LOCK).scalar_one():
+        if not conn.execute(planner_sql.TRY_PLAN_LOCK).scalar_one():
             return None
-        state = conn.execute(sql.PLAN_STATE).one()
+        state = conn.execute(planner_sql.PLAN_STATE).one()
         now, last = state.db_now, state.planned_at
         if not force and last is not None and now - last < settings.plan_interval_seconds:
             return None
         standings = _update_standings(conn, settings, now=now, since=last)
         plans, preemptions = _plan_pools(conn, settings, now=now, standings=standings)
-        conn.execute(sql.PLANNED)
+        conn.execute(planner_sql.PLANNED)
         return PassResult(standings, plans, preemptions)
 
 
@@ -89,11 +89,12 @@ def _update_standings(
 ) -> list[Standing]:
     added: dict[str, float] = {}
     if since is not None:
-        added = {r.team: r.gpu_seconds for r in conn.execute(sql.USAGE_SINCE, {"since": since})}
+        used = conn.execute(planner_sql.USAGE_SINCE, {"since": since})
+        added = {r.team: r.gpu_seconds for r in used}
         decay = 0.5 ** ((now - since) / (settings.fair_share_half_life_hours * 3600.0))
     else:
         decay = 1.0
-    rows = conn.execute(sql.STANDINGS).all()
+    rows = conn.execute(planner_sql.STANDINGS).all()
     usage = {r.team: r.usage_gpu_seconds * decay + added.get(r.team, 0.0) for r in rows}
     # Shares are split among the teams in play: with jobs now, or usage not yet forgotten.
     in_play = {r.team for r in rows if r.active or usage[r.team] >= 1.0}
@@ -105,7 +106,7 @@ def _update_standings(
                   if t not in in_play]  # fmt: skip
     if standings:
         conn.execute(
-            sql.UPSERT_STANDINGS,
+            planner_sql.UPSERT_STANDINGS,
             {
                 "teams": [s.team for s in standings],
                 "usage": [s.usage_gpu_seconds for s in standings],
@@ -135,7 +136,7 @@ def _plan_pools(
     conn: Connection, settings: Settings, *, now: float, standings: list[Standing]
 ) -> tuple[dict[str, PoolPlan], dict[str, tuple[UUID, list[UUID]]]]:
     alive = {"alive_seconds": settings.worker_alive_seconds}
-    rows = conn.execute(sql.PLAN_RUNNING, alive).all()
+    rows = conn.execute(planner_sql.PLAN_RUNNING, alive).all()
     running: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
         ends = INFINITY if r.ends_at is None else max(now, float(r.ends_at))
@@ -147,12 +148,12 @@ def _plan_pools(
     for pool in [r[0] for r in conn.execute(sql.QUEUED_POOLS)]:
         hosts = [
             Host(h.name, int(h.gpu_total), frozenset(h.kinds), tuple(running.get(h.name, ())))
-            for h in conn.execute(sql.PLAN_HOSTS, {"pool": pool, **alive})
+            for h in conn.execute(planner_sql.PLAN_HOSTS, {"pool": pool, **alive})
         ]
         rows_queued = list(
-            conn.execute(sql.PLAN_QUEUE, {"pool": pool, "depth": settings.plan_depth})
+            conn.execute(planner_sql.PLAN_QUEUE, {"pool": pool, "depth": settings.plan_depth})
         )
-        oldest = conn.execute(sql.PLAN_OLDEST, {"pool": pool}).first()
+        oldest = conn.execute(planner_sql.PLAN_OLDEST, {"pool": pool}).first()
         if oldest is not None and all(q.id != oldest.id for q in rows_queued):
             rows_queued.append(oldest)  # behind every planned job in claim order
         queue = [
@@ -163,7 +164,7 @@ def _plan_pools(
         ]  # fmt: skip
         quota_left = {
             q.team: max(0, int(q.quota) - int(q.held))
-            for q in conn.execute(sql.PLAN_QUOTAS, {"pool": pool})
+            for q in conn.execute(planner_sql.PLAN_QUOTAS, {"pool": pool})
         }
         plan = plan_pool(hosts, queue, now=now, quota_left=quota_left)
         in_pool = [r for r in rows if r.pool == pool]
@@ -223,9 +224,8 @@ def _preempt(
     if chosen is None:
         return None
     worker_name, victim_ids = chosen
-    locked = [
-        Job.from_row(r) for r in conn.execute(sql.LOCK_VICTIMS, {"ids": victim_ids}).mappings()
-    ]
+    rows = conn.execute(planner_sql.LOCK_VICTIMS, {"ids": victim_ids}).mappings()
+    locked = [Job.from_row(r) for r in rows]
     if len(locked) != len(victim_ids):
         return None  # one changed meanwhile: try again next pass
     reason = f"preempted for job {names.get(owed.id, '')} ({owed.id})"
@@ -239,9 +239,9 @@ def _preempt(
 
 def _write_plans(conn: Connection, plans: dict[str, PoolPlan]) -> None:
     reserved = [(pool, r) for pool, plan in plans.items() for r in plan.reservations]
-    conn.execute(sql.DROP_RESERVATIONS)
+    conn.execute(planner_sql.DROP_RESERVATIONS)
     conn.execute(
-        sql.INSERT_RESERVATIONS,
+        planner_sql.INSERT_RESERVATIONS,
         {
             "job_ids": [r.job_id for _, r in reserved],
             "pools": [pool for pool, _ in reserved],
@@ -257,7 +257,7 @@ def _write_plans(conn: Connection, plans: dict[str, PoolPlan]) -> None:
         for job_id, t in plan.expected_start.items()
     ]
     conn.execute(
-        sql.SET_EXPECTED_STARTS,
+        planner_sql.SET_EXPECTED_STARTS,
         {
             "ids": [job_id for job_id, _, _ in starts],
             "starts": [t if t is not None and math.isfinite(t) else None for _, t, _ in starts],

@@ -55,6 +55,11 @@ def _ts(name: str, **kw) -> Column:
     return Column(name, DateTime(timezone=True), **kw)
 
 
+def _job_ref(**kw) -> Column:
+    """A ``job_id`` column of a job's own rows: they go with the job."""
+    return Column("job_id", UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), **kw)
+
+
 jobs = Table(
     "jobs",
     metadata,
@@ -203,7 +208,7 @@ job_events = Table(
     "job_events",
     metadata,
     Column("id", BigInteger, Identity(always=True), primary_key=True),
-    Column("job_id", UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    _job_ref(nullable=False),
     _ts("at", nullable=False, server_default=text("now()")),
     Column("from_status", job_status),
     Column("to_status", job_status, nullable=False),
@@ -216,12 +221,7 @@ Index("ix_job_events_job", job_events.c.job_id, job_events.c.id)
 job_logs = Table(
     "job_logs",
     metadata,
-    Column(
-        "job_id",
-        UUID(as_uuid=True),
-        ForeignKey("jobs.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    _job_ref(primary_key=True),
     Column("n", BigInteger, primary_key=True),
     Column("stream", Text, nullable=False),
     Column("text", Text, nullable=False),
@@ -232,7 +232,7 @@ job_metrics = Table(
     "job_metrics",
     metadata,
     Column("id", BigInteger, Identity(always=True), primary_key=True),
-    Column("job_id", UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    _job_ref(nullable=False),
     # The point's number within its job, from 1 (jobs.metric_count is the last).
     Column("n", BigInteger, nullable=False),
     Column("step", BigInteger),
@@ -275,12 +275,7 @@ team_standing = Table(
 reservations = Table(
     "reservations",
     metadata,
-    Column(
-        "job_id",
-        UUID(as_uuid=True),
-        ForeignKey("jobs.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    _job_ref(primary_key=True),
     Column("pool", Text, nullable=False),
     Column("worker_name", Text, nullable=False),
     Column("gpus", Integer, nullable=False),

@@ -103,7 +103,7 @@ _FACTOR_OF_J = "COALESCE((SELECT s.factor FROM team_standing s WHERE s.team = j.
 
 # The claim order of a job ``j``, as one ascending key (forced first, in force order;
 # then priority; then fair share; then time queued).
-_CLAIM_KEY_OF_J = f"""
+CLAIM_KEY_OF_J = f"""
     COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority, -{_FACTOR_OF_J},
     j.queued_at, j.id
 """
@@ -293,7 +293,7 @@ ORPHANED_JOBS = text("""
 # Claimable queued jobs of some pools, ranked per pool in claim order.
 QUEUE_ORDER = text(f"""
     SELECT j.id, j.name, j.pool, j.kind, j.gpus, j.priority, j.forced_at IS NOT NULL AS forced,
-           row_number() OVER (PARTITION BY j.pool ORDER BY {_CLAIM_KEY_OF_J}) AS position
+           row_number() OVER (PARTITION BY j.pool ORDER BY {CLAIM_KEY_OF_J}) AS position
     FROM jobs j
     WHERE j.status = 'queued' AND j.pool = ANY(:pools)
       AND (j.not_before IS NULL OR j.not_before <= now())
@@ -312,7 +312,7 @@ _JOBS_AHEAD_OF_J = f"""
       AND (COALESCE(ahead.forced_at, 'infinity'::timestamptz), -ahead.priority,
            -COALESCE((SELECT s.factor FROM team_standing s WHERE s.team = ahead.team), 1),
            ahead.queued_at, ahead.id)
-        < ({_CLAIM_KEY_OF_J})
+        < ({CLAIM_KEY_OF_J})
 """
 
 # Only the rows waiting reasons need: the pools' forced jobs (they hold others back; no
@@ -324,7 +324,7 @@ QUEUE_ORDER_OF = text(f"""
     WHERE j.status = 'queued' AND j.pool = ANY(:pools)
       AND (j.not_before IS NULL OR j.not_before <= now())
       AND (j.forced_at IS NOT NULL OR j.id = ANY(:ids))
-    ORDER BY j.pool, {_CLAIM_KEY_OF_J}
+    ORDER BY j.pool, {CLAIM_KEY_OF_J}
 """)
 
 # Pools that have claimable queued jobs.
@@ -363,13 +363,13 @@ UPSERT_WORKER = text("""
 STOP_WORKER = text("UPDATE workers SET stopped_at = now() WHERE name = :name")
 
 # Whether the worker ``w`` is alive: not stopped, and heard from within :alive_seconds.
-_WORKER_ALIVE = """
+WORKER_ALIVE = """
     (w.stopped_at IS NULL AND w.last_heartbeat_at > now() - make_interval(secs => :alive_seconds))
 """
 
 # Every worker with whether it is alive and the jobs it runs.
 WORKERS = text(f"""
-    SELECT w.*, {_WORKER_ALIVE} AS alive,
+    SELECT w.*, {WORKER_ALIVE} AS alive,
            COALESCE(ARRAY(SELECT j.id FROM jobs j
                           WHERE j.status = 'running' AND j.worker_name = w.name
                           ORDER BY j.started_at), '{{}}') AS running_jobs,
@@ -387,7 +387,7 @@ _LIVE_WORKERS_JSON = f"""
     SELECT COALESCE(jsonb_agg(jsonb_build_object(
                'name', w.name, 'pools', w.pools, 'kinds', w.kinds,
                'gpu_total', w.gpu_total, 'gpu_free', w.gpu_free)), '[]'::jsonb)
-    FROM workers w WHERE {_WORKER_ALIVE}
+    FROM workers w WHERE {WORKER_ALIVE}
 """
 
 # What the scheduler holds that waiting reasons explain, as one JSON object: the
@@ -471,168 +471,4 @@ PRUNE_WORKERS = text("""
     DELETE FROM workers
     WHERE last_heartbeat_at < now() - make_interval(secs => :age_seconds)
       AND NOT EXISTS (SELECT 1 FROM jobs WHERE status = 'running' AND worker_name = workers.name)
-""")
-
-# -- the scheduling pass (jobqueue.planner) ------------------------------------------
-
-# Only one process plans at a time; the others skip the pass (held until commit).
-TRY_PLAN_LOCK = text("SELECT pg_try_advisory_xact_lock(7242674513380352)")
-
-# When the last pass ran, with the database clock, both as epoch seconds.
-PLAN_STATE = text("""
-    SELECT EXTRACT(EPOCH FROM planned_at)::float AS planned_at,
-           EXTRACT(EPOCH FROM now())::float AS db_now
-    FROM scheduler_state WHERE id = 1
-""")
-
-# Record this pass.
-PLANNED = text("UPDATE scheduler_state SET planned_at = now() WHERE id = 1")
-
-# GPU-seconds each team's jobs held between :since and now (epoch seconds): running
-# jobs, and jobs that finished since.
-USAGE_SINCE = text("""
-    SELECT team, sum(gpus * EXTRACT(EPOCH FROM (held_until - GREATEST(started_at,
-                                                 to_timestamp(:since)))))::float AS gpu_seconds
-    FROM (
-        SELECT team, gpus, started_at, now() AS held_until FROM jobs
-        WHERE status = 'running' AND gpus > 0
-        UNION ALL
-        SELECT team, gpus, started_at, finished_at FROM jobs
-        WHERE finished_at > to_timestamp(:since) AND gpus > 0 AND started_at IS NOT NULL
-    ) held
-    WHERE held_until > GREATEST(started_at, to_timestamp(:since))
-    GROUP BY team
-""")
-
-# Every team's standing, with its share (1 without a teams row) and whether it has jobs
-# queued or running now.
-STANDINGS = text("""
-    SELECT names.team, COALESCE(s.usage_gpu_seconds, 0) AS usage_gpu_seconds,
-           COALESCE(t.share, 1) AS share, active.team IS NOT NULL AS active
-    FROM (SELECT team FROM team_standing
-          UNION SELECT DISTINCT team FROM jobs WHERE status IN ('queued', 'running')) names
-    LEFT JOIN team_standing s ON s.team = names.team
-    LEFT JOIN teams t ON t.name = names.team
-    LEFT JOIN (SELECT DISTINCT team FROM jobs WHERE status IN ('queued', 'running')) active
-        ON active.team = names.team
-""")
-
-# Write the teams' standings (arrays of equal length).
-UPSERT_STANDINGS = text("""
-    INSERT INTO team_standing (team, usage_gpu_seconds, usage_fraction, share_fraction, factor,
-                               updated_at)
-    SELECT * , now() FROM unnest(CAST(:teams AS text[]), CAST(:usage AS float8[]),
-                                 CAST(:usage_fraction AS float8[]),
-                                 CAST(:share_fraction AS float8[]), CAST(:factor AS float8[]))
-    ON CONFLICT (team) DO UPDATE
-    SET usage_gpu_seconds = EXCLUDED.usage_gpu_seconds,
-        usage_fraction = EXCLUDED.usage_fraction, share_fraction = EXCLUDED.share_fraction,
-        factor = EXCLUDED.factor, updated_at = now()
-""")
-
-# The live workers of a pool, as the plan sees them.
-PLAN_HOSTS = text(f"""
-    SELECT w.name, w.gpu_total, w.kinds FROM workers w
-    WHERE :pool = ANY(w.pools) AND {_WORKER_ALIVE}
-""")
-
-# The running jobs of live workers: GPUs, end by the time limit (epoch; null: none),
-# and what preemption weighs (epoch times; work_since: the last checkpoint or the start).
-PLAN_RUNNING = text(f"""
-    SELECT j.id, j.worker_name, j.pool, j.gpus, j.team, j.priority,
-           j.forced_at IS NOT NULL AS forced, j.preemptible,
-           j.requested_action IS NOT NULL AS stopping,
-           j.requested_action = 'preempt' AS preempting,
-           EXTRACT(EPOCH FROM j.started_at)::float AS started_at,
-           EXTRACT(EPOCH FROM GREATEST(j.started_at,
-                                       (j.checkpoint ->> 'at')::timestamptz))::float AS work_since,
-           EXTRACT(EPOCH FROM j.started_at)::float + j.max_runtime_seconds AS ends_at
-    FROM jobs j JOIN workers w ON w.name = j.worker_name AND {_WORKER_ALIVE}
-    WHERE j.status = 'running' AND j.gpus > 0
-""")
-
-# Running jobs chosen as victims, locked, if nothing changed them meanwhile.
-LOCK_VICTIMS = text("""
-    SELECT * FROM jobs
-    WHERE id = ANY(:ids) AND status = 'running' AND requested_action IS NULL AND preemptible
-    ORDER BY id
-    FOR UPDATE SKIP LOCKED
-""")
-
-# The first :depth claimable queued jobs of a pool, in claim order.
-PLAN_QUEUE = text(f"""
-    SELECT j.id, j.name, j.gpus, j.kind, j.forced_at IS NOT NULL AS forced,
-           j.max_runtime_seconds AS limit_s, j.team, j.priority,
-           EXTRACT(EPOCH FROM j.queued_at)::float AS queued_at
-    FROM jobs j
-    WHERE j.status = 'queued' AND j.pool = :pool
-      AND (j.not_before IS NULL OR j.not_before <= now())
-    ORDER BY {_CLAIM_KEY_OF_J}
-    LIMIT :depth
-""")
-
-# The pool's longest-waiting claimable job that needs GPUs (the plan protects it too, so
-# that a job that fair share keeps behind others still reaches a reservation).
-PLAN_OLDEST = text("""
-    SELECT j.id, j.name, j.gpus, j.kind, j.forced_at IS NOT NULL AS forced,
-           j.max_runtime_seconds AS limit_s, j.team, j.priority,
-           EXTRACT(EPOCH FROM j.queued_at)::float AS queued_at
-    FROM jobs j
-    WHERE j.status = 'queued' AND j.pool = :pool AND j.gpus > 0
-      AND (j.not_before IS NULL OR j.not_before <= now())
-    ORDER BY j.queued_at, j.id
-    LIMIT 1
-""")
-
-# Each team's quota in a pool and the GPUs its running jobs hold there.
-PLAN_QUOTAS = text("""
-    SELECT t.name AS team, (t.quota_gpus ->> :pool)::int AS quota,
-           COALESCE((SELECT sum(gpus) FROM jobs
-                     WHERE status = 'running' AND team = t.name AND pool = :pool), 0) AS held
-    FROM teams t WHERE t.quota_gpus ->> :pool IS NOT NULL
-""")
-
-# Drop every reservation (the pass writes all of them again, in the same transaction;
-# one statement cannot: its INSERT would not see its own DELETE).
-DROP_RESERVATIONS = text("DELETE FROM reservations")
-
-# Write the pass's reservations (arrays of equal length).
-INSERT_RESERVATIONS = text("""
-    INSERT INTO reservations (job_id, pool, worker_name, gpus, starts_at, extra_gpus)
-    SELECT r.job_id, r.pool, r.worker_name, r.gpus, to_timestamp(r.starts_at), r.extra_gpus
-    FROM unnest(CAST(:job_ids AS uuid[]), CAST(:pools AS text[]), CAST(:workers AS text[]),
-                CAST(:gpus AS int[]), CAST(:starts_at AS float8[]), CAST(:extra AS int[]))
-        AS r(job_id, pool, worker_name, gpus, starts_at, extra_gpus)
-""")
-
-# Set the expected start and host of the planned jobs (epoch; null: unknown) where they
-# changed, and clear them on queued jobs the pass no longer plans. A job expected by now
-# that is still expected by now is left alone (nothing a claim reads changed), and rows a
-# claimer holds are skipped (SKIP LOCKED): the pass neither waits for claims nor makes
-# them skip the jobs it would only touch up; the next pass writes what it skipped.
-SET_EXPECTED_STARTS = text("""
-    WITH planned AS (
-        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:starts AS float8[]),
-                             CAST(:hosts AS text[])) AS p(id, starts_at, host)
-    ), stale AS (
-        SELECT j.id FROM jobs j
-        WHERE j.status = 'queued' AND j.expected_start_at IS NOT NULL
-          AND j.id <> ALL(CAST(:ids AS uuid[]))
-        FOR UPDATE SKIP LOCKED
-    ), cleared AS (
-        UPDATE jobs SET expected_start_at = NULL, expected_worker = NULL
-        FROM stale WHERE jobs.id = stale.id
-    ), changed AS (
-        SELECT j.id, planned.starts_at, planned.host
-        FROM jobs j JOIN planned ON planned.id = j.id
-        WHERE j.status = 'queued'
-          AND (j.expected_worker IS DISTINCT FROM planned.host
-               OR (j.expected_start_at IS DISTINCT FROM to_timestamp(planned.starts_at)
-                   AND NOT (j.expected_start_at <= now()
-                            AND to_timestamp(planned.starts_at) <= now())))
-        FOR UPDATE OF j SKIP LOCKED
-    )
-    UPDATE jobs j SET expected_start_at = to_timestamp(changed.starts_at),
-                      expected_worker = changed.host
-    FROM changed WHERE j.id = changed.id
 """)

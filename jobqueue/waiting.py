@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from jobqueue.fit import ends_before
 from jobqueue.records import Job
 from jobqueue.states import JobStatus
 
@@ -189,12 +190,8 @@ def _held_back_by_reservation(
         r = by_worker.get(w.name)
         if r is None or r.job_id == job.id:
             return None
-        ends_in_time = (
-            r.starts_at is not None
-            and job.max_runtime_seconds is not None
-            and (r.starts_at - now).total_seconds() >= job.max_runtime_seconds
-        )
-        if ends_in_time or job.gpus <= r.extra_gpus:
+        starts_at = (r.starts_at - now).total_seconds() if r.starts_at else None
+        if ends_before(job.max_runtime_seconds, starts_at, 0.0) or job.gpus <= r.extra_gpus:
             return None
         blocking.append(r)
     if not blocking:

@@ -34,8 +34,6 @@ timer jitter add to each job and how late submits land.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,24 +42,20 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from benchmarks.cluster.feed import POOL, Depth, Dispatcher, Submitter
 from benchmarks.cluster.readback import KIND, ReplayError, notes_of, placements_of, read_back
-from benchmarks.cluster.schedule import Cluster, HeldGpus, Reservation, Schedule
+from benchmarks.cluster.schedule import Cluster, Reservation, Schedule
 from benchmarks.cluster.trace import TraceJob
 from benchmarks.harness.stats import percentile
 from jobqueue.db import make_engine
-from jobqueue.errors import InvalidTransition
 from jobqueue.outcomes import Exit, StopCause
-from jobqueue.planner import run_pass
 from jobqueue.queue import JobQueue
 from jobqueue.records import Claimed
 from jobqueue.runner import SlotRunner
 from jobqueue.settings import Settings
-from jobqueue.specs import JobSpec
 from jobqueue.worker_store import WorkerIdentity, WorkerStore
 
 POLICY = "jobqueue"
-POOL = "default"
-ACTOR = "replay"
 #: How often the replay asks the database whether every job has finished (real seconds).
 DONE_POLL_S = 0.5
 #: Connections per host engine (claims, finishes from slot threads, lease renewals).
@@ -73,36 +67,7 @@ WORKER_HEARTBEAT_S = 2.0
 HALF_LIFE_HOURS = 168.0
 
 
-def real_limit_s(limit_s: float | None, compression: float) -> int | None:
-    """The ``max_runtime_seconds`` a job of trace limit ``limit_s`` is submitted with."""
-    if limit_s is None:
-        return None
-    return max(1, math.ceil(limit_s / compression - 1e-9))
-
-
 _FINISHED = text("SELECT count(*) FROM jobs WHERE kind = :kind AND finished_at IS NOT NULL")
-
-
-@dataclasses.dataclass
-class _Depth:
-    """Jobs submitted but not yet started, from the replay's own counters. Thread-safe."""
-
-    submitted: int = 0
-    started: int = 0
-    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-
-    def add_submitted(self, n: int) -> None:
-        with self._lock:
-            self.submitted += n
-
-    def add_started(self, n: int) -> None:
-        with self._lock:
-            self.started += n
-
-    def now(self) -> int:
-        # A claim may start a job between the submit's commit and the submitter's count.
-        with self._lock:
-            return max(0, self.submitted - self.started)
 
 
 class _TimedStore(WorkerStore):
@@ -112,7 +77,7 @@ class _TimedStore(WorkerStore):
         self,
         engine: Engine,
         settings: Settings,
-        depth: _Depth,
+        depth: Depth,
         calls: list[tuple[int, float, int]],
         calls_lock: threading.Lock,
     ):
@@ -144,176 +109,6 @@ def _sleeper(compression: float, abort: threading.Event) -> Callable[[Claimed], 
     return run
 
 
-class _Submitter:
-    """One thread that submits each job at its compressed submit time (and force-starts
-    the forced ones right after their submit)."""
-
-    def __init__(
-        self,
-        queue: JobQueue,
-        jobs: Sequence[TraceJob],
-        *,
-        start: float,
-        compression: float,
-        depth: _Depth,
-        abort: threading.Event,
-    ):
-        self.queue = queue
-        self.jobs = sorted(jobs, key=lambda j: (j.submit_s, j.index))
-        self.start = start
-        self.compression = compression
-        self.depth = depth
-        self.abort = abort
-        #: trace index → real seconds after the start instant the force-start returned.
-        self.forced_at: dict[int, float] = {}
-        #: trace indices whose force-start was refused (already running or finished).
-        self.force_refused: dict[int, str] = {}
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="replay-submitter", daemon=True)
-
-    def start_thread(self) -> None:
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def join(self, timeout: float) -> None:
-        if self._thread.ident is not None:  # started
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        try:
-            for job in self.jobs:
-                due = self.start + job.submit_s / self.compression
-                if self.abort.wait(max(0.0, due - time.monotonic())):
-                    return
-                self._submit(job)
-        except Exception as exc:  # handed to the main thread
-            self.error = exc
-            self.abort.set()
-
-    def _submit(self, job: TraceJob) -> None:
-        """Submit one job (and force-start it if it is a forced one)."""
-        spec = JobSpec(
-            name=f"{job.team}/{job.index}",
-            kind=KIND,
-            pool=POOL,
-            gpus=job.gpus,
-            team=job.team,
-            max_runtime_seconds=real_limit_s(job.limit_s, self.compression),
-            config={"team": job.team, "trace_index": job.index, "duration_s": job.duration_s},
-        )
-        created, _ = self.queue.submit(spec, actor=ACTOR)
-        self.depth.add_submitted(1)
-        if job.forced:
-            try:
-                self.queue.force_start(created.id, actor=ACTOR)
-            except InvalidTransition as exc:  # claimed (or done) before it could be forced
-                self.force_refused[job.index] = str(exc)
-            self.forced_at[job.index] = time.monotonic() - self.start
-
-
-class _HostWake:
-    """Stands in for a runner's ``wakeup`` event in the ordered mode: the runner sets it when
-    one of its jobs has ended, and the dispatcher learns which host to let claim."""
-
-    def __init__(self, host: int, ended: set[int], lock: threading.Lock, any_end: threading.Event):
-        self.host, self._ended, self._lock, self._any = host, ended, lock, any_end
-
-    def set(self) -> None:
-        with self._lock:
-            self._ended.add(self.host)
-        self._any.set()
-
-    def clear(self) -> None:
-        pass
-
-
-class _Dispatcher(_Submitter):
-    """The ordered mode: one thread submits the jobs that are due, then wakes the hosts
-    itself, in index order, as the simulator's ordered twin does: a host whose job ended
-    claims first, then after submits every host in turn; each claims until nothing more
-    fits. The claims are the runners' own (``SlotRunner.claim_once``: the real claim, the
-    real choice rule, the real fenced finish); only the NOTIFY race is replaced."""
-
-    def __init__(
-        self,
-        *args: Any,
-        runners: Sequence[SlotRunner],
-        engine: Engine,
-        settings: Settings,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, **kwargs)
-        self.runners = runners
-        self.engine = engine
-        self.settings = settings
-        self.plan: dict = {}
-        #: Each scheduling pass's real milliseconds.
-        self.pass_ms: list[float] = []
-        #: GPUs the pass's reservations kept free (trace seconds), for the metrics.
-        self.held = HeldGpus()
-        self.any_end = threading.Event()
-        self._ended: set[int] = set()
-        self._lock = threading.Lock()
-        for host, runner in enumerate(runners):
-            runner.wakeup = _HostWake(host, self._ended, self._lock, self.any_end)  # type: ignore[assignment]
-
-    def _run(self) -> None:
-        try:
-            pending = list(self.jobs)
-            while not self.abort.is_set():
-                if not pending and self.depth.now() == 0:
-                    return  # every job submitted and claimed; the runners finish them
-                wait = 0.5  # bounded, so that an abort is seen
-                if pending:
-                    due = self.start + pending[0].submit_s / self.compression
-                    wait = min(wait, max(0.0, due - time.monotonic()))
-                self.any_end.wait(wait)
-                self.any_end.clear()
-                with self._lock:  # emptied in place: the hosts' _HostWake hold this set
-                    ended = sorted(self._ended)
-                    self._ended.clear()
-                if ended:
-                    self._round(ended)
-                now = time.monotonic()
-                submitted = False
-                while pending and self.start + pending[0].submit_s / self.compression <= now:
-                    self._submit(pending.pop(0))
-                    submitted = True
-                if submitted:
-                    self._round(range(len(self.runners)))
-        except Exception as exc:  # handed to the main thread
-            self.error = exc
-            self.abort.set()
-
-    def _round(self, hosts: Sequence[int]) -> None:
-        """A scheduling pass (when jobs wait), then each host in turn claims until nothing
-        more fits; then what the reservations hold, for the metrics."""
-        planned = self.depth.now() > 0
-        if planned:
-            before = time.perf_counter()
-            result = run_pass(self.engine, self.settings, force=True)
-            self.pass_ms.append((time.perf_counter() - before) * 1000.0)
-            self.plan = result.plans if result is not None else {}
-        started: set = set()
-        for host in hosts:
-            while claimed := self.runners[host].claim_once():
-                started.update(c.job.id for c in claimed)
-        if planned:
-            self._hold(started)
-
-    def _hold(self, started: set) -> None:
-        now = (time.monotonic() - self.start) * self.compression
-        self.held.close(now)
-        names = {r.worker.name: h for h, r in enumerate(self.runners)}
-        for plan in self.plan.values():
-            for r in plan.reservations:
-                host = names.get(r.worker_name)
-                if host is not None and r.job_id not in started:
-                    self.held.hold(host, min(len(self.runners[host].gpus.free()), r.gpus), now)
-
-
 def default_timeout_s(jobs: Sequence[TraceJob], compression: float) -> float:
     """Twice the compressed span of arrivals plus the longest compressed duration, + 60 s."""
     if not jobs:
@@ -342,7 +137,7 @@ def replay(
     ``wake="notify"`` runs the system as deployed: each host a running ``SlotRunner`` woken
     by NOTIFY on submit, by its own job's end, and every poll, the hosts racing for each
     job. ``wake="ordered"`` wakes them in index order from one dispatcher instead (see
-    :class:`_Dispatcher`), so the run is deterministic and the simulator's ordered twin
+    :class:`Dispatcher`), so the run is deterministic and the simulator's ordered twin
     must agree with it: the harness's own check.
 
     Raises :class:`ReplayError` on a timeout (saying how many jobs are left) or when a
@@ -372,13 +167,13 @@ def replay(
     timeout = timeout_s if timeout_s is not None else default_timeout_s(jobs, compression)
     poll_real = poll_trace_s / compression
 
-    depth = _Depth()
+    depth = Depth()
     calls: list[tuple[int, float, int]] = []  # (depth, ms, jobs claimed)
     calls_lock = threading.Lock()
     abort = threading.Event()
     engines: list[Engine] = []
     runners: list[SlotRunner] = []
-    submitter: _Submitter | None = None
+    submitter: Submitter | None = None
     heart: _Heartbeat | None = None
 
     def engine(name: str, size: int) -> Engine:
@@ -423,11 +218,11 @@ def replay(
             f"compression {compression:g}, poll {poll_real:.3f} s real, timeout {timeout:.0f} s"
         )
         if wake == "ordered":
-            submitter = _Dispatcher(queue, jobs, start=start, compression=compression,
+            submitter = Dispatcher(queue, jobs, start=start, compression=compression,
                                     depth=depth, abort=abort, runners=runners,
                                     engine=engine("planner", 1), settings=settings)  # fmt: skip
         else:
-            submitter = _Submitter(
+            submitter = Submitter(
                 queue, jobs, start=start, compression=compression, depth=depth, abort=abort
             )
         submitter.start_thread()
@@ -457,7 +252,7 @@ def replay(
         compression=compression, poll_trace_s=poll_trace_s, poll_real=poll_real, wall=wall,
     )  # fmt: skip
     reservations: list[Reservation] = []
-    if isinstance(submitter, _Dispatcher):
+    if isinstance(submitter, Dispatcher):
         submitter.held.close(max((p.end_s for p in placements), default=0.0))
         reservations = submitter.held.closed
         if submitter.pass_ms:
@@ -536,7 +331,7 @@ def _start_instant(reader: Engine) -> tuple[float, datetime]:
 
 def _wait_until_done(
     reader: Engine,
-    submitter: _Submitter,
+    submitter: Submitter,
     n: int,
     deadline: float,
     timeout: float,
