@@ -68,9 +68,7 @@ class JSONProvider(DefaultJSONProvider):
     def response(self, *args: Any, **kwargs: Any) -> Response:
         obj = self._prepare_response_obj(args, kwargs)
         indent = self.compact is False or (self.compact is None and self._app.debug)
-        return self._app.response_class(
-            self.encode(obj, indent=indent) + b"\n", mimetype=self.mimetype
-        )
+        return Response(self.encode(obj, indent=indent) + b"\n", mimetype=self.mimetype)
 
 
 def create_app(

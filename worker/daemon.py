@@ -248,4 +248,3 @@ def _time_limit(job: Claimed, process: JobProcess) -> threading.Timer | None:
     timer.name = f"time-limit-{job.id}"
     timer.start()
     return timer
-

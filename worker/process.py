@@ -102,7 +102,7 @@ class JobProcess:
         """
         with self._lock:
             first = self.stop_cause is None
-            if first or stop_rank(cause) > stop_rank(self.stop_cause):
+            if self.stop_cause is None or stop_rank(cause) > stop_rank(self.stop_cause):
                 self.stop_cause = cause
             if kill and not self._killed:
                 self._killed = True
