@@ -252,15 +252,18 @@ def _write_plans(conn: Connection, plans: dict[str, PoolPlan]) -> None:
         },
     )
     starts = [
-        (job_id, t, plan.expected_host.get(job_id))
-        for plan in plans.values()
+        (job_id, pool, plan.expected_host.get(job_id), t)
+        for pool, plan in plans.items()
         for job_id, t in plan.expected_start.items()
+        if t is not None and math.isfinite(t)
     ]
+    conn.execute(planner_sql.DROP_EXPECTED_STARTS)
     conn.execute(
-        planner_sql.SET_EXPECTED_STARTS,
+        planner_sql.INSERT_EXPECTED_STARTS,
         {
-            "ids": [job_id for job_id, _, _ in starts],
-            "starts": [t if t is not None and math.isfinite(t) else None for _, t, _ in starts],
-            "hosts": [host for _, _, host in starts],
+            "job_ids": [job_id for job_id, _, _, _ in starts],
+            "pools": [pool for _, pool, _, _ in starts],
+            "workers": [host for _, _, host, _ in starts],
+            "starts_at": [t for _, _, _, t in starts],
         },
     )

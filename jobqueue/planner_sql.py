@@ -139,34 +139,13 @@ INSERT_RESERVATIONS = text("""
         AS r(job_id, pool, worker_name, gpus, starts_at, extra_gpus)
 """)
 
-# Set the expected start and host of the planned jobs (epoch; null: unknown) where they
-# changed, and clear them on queued jobs the pass no longer plans. A job expected by now
-# that is still expected by now is left alone (nothing a claim reads changed), and rows a
-# claimer holds are skipped (SKIP LOCKED): the pass neither waits for claims nor makes
-# them skip the jobs it would only touch up; the next pass writes what it skipped.
-SET_EXPECTED_STARTS = text("""
-    WITH planned AS (
-        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:starts AS float8[]),
-                             CAST(:hosts AS text[])) AS p(id, starts_at, host)
-    ), stale AS (
-        SELECT j.id FROM jobs j
-        WHERE j.status = 'queued' AND j.expected_start_at IS NOT NULL
-          AND j.id <> ALL(CAST(:ids AS uuid[]))
-        FOR UPDATE SKIP LOCKED
-    ), cleared AS (
-        UPDATE jobs SET expected_start_at = NULL, expected_worker = NULL
-        FROM stale WHERE jobs.id = stale.id
-    ), changed AS (
-        SELECT j.id, planned.starts_at, planned.host
-        FROM jobs j JOIN planned ON planned.id = j.id
-        WHERE j.status = 'queued'
-          AND (j.expected_worker IS DISTINCT FROM planned.host
-               OR (j.expected_start_at IS DISTINCT FROM to_timestamp(planned.starts_at)
-                   AND NOT (j.expected_start_at <= now()
-                            AND to_timestamp(planned.starts_at) <= now())))
-        FOR UPDATE OF j SKIP LOCKED
-    )
-    UPDATE jobs j SET expected_start_at = to_timestamp(changed.starts_at),
-                      expected_worker = changed.host
-    FROM changed WHERE j.id = changed.id
+# Drop every expected start (written again by the pass, in the same transaction).
+DROP_EXPECTED_STARTS = text("DELETE FROM expected_starts")
+
+# Write the pass's expected starts and hosts (arrays of equal length; epoch seconds).
+INSERT_EXPECTED_STARTS = text("""
+    INSERT INTO expected_starts (job_id, pool, worker_name, starts_at)
+    SELECT e.job_id, e.pool, e.worker_name, to_timestamp(e.starts_at)
+    FROM unnest(CAST(:job_ids AS uuid[]), CAST(:pools AS text[]), CAST(:workers AS text[]),
+                CAST(:starts_at AS float8[])) AS e(job_id, pool, worker_name, starts_at)
 """)

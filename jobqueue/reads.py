@@ -188,7 +188,7 @@ class Reads:
             workers=LiveWorker.many(row["live_workers"]),
             scheduling=Scheduling.of(row["scheduling"]),
         )
-        return job.with_wait(position, reason)
+        return job.with_wait(position, reason, row["wait_expected_start"])
 
     def _one_with_wait(self, conn: Connection, job: Job) -> Job:
         """``job`` as just written in this transaction, with its wait if it waits."""
@@ -201,10 +201,17 @@ class Reads:
     def _alive(self) -> dict[str, float]:
         return {"alive_seconds": self.settings.worker_alive_seconds}
 
-    def _wait_context(self, conn: Connection) -> tuple[datetime, list[LiveWorker], Scheduling]:
-        """The database clock, the live workers and the scheduler's state: one round trip."""
-        row = conn.execute(sql.WAIT_CONTEXT, self._alive()).one()
-        return row.db_now, LiveWorker.many(row.live_workers), Scheduling.of(row.scheduling)
+    def _wait_context(
+        self, conn: Connection, ids: Sequence[UUID]
+    ) -> tuple[datetime, list[LiveWorker], Scheduling, dict[UUID, datetime]]:
+        """The database clock, the live workers, the scheduler's state and the expected
+        starts of the jobs ``ids``: one round trip."""
+        row = conn.execute(sql.WAIT_CONTEXT, {"ids": list(ids), **self._alive()}).one()
+        starts = {
+            UUID(job_id): datetime.fromisoformat(at)
+            for job_id, at in (row.expected_starts or {}).items()
+        }
+        return row.db_now, LiveWorker.many(row.live_workers), Scheduling.of(row.scheduling), starts
 
     def _queue_order(
         self, conn: Connection, pools: Sequence[str], *, only: Sequence[UUID] | None = None
@@ -243,7 +250,8 @@ class Reads:
             pools = sorted({j.pool for j in queued})
             order = self._queue_order(conn, pools, only=[j.id for j in queued])
         positions = {e.id: e.position for entries in order.values() for e in entries}
-        now, live, scheduling = self._wait_context(conn)
+        queued_ids = [j.id for j in waiting if j.status is JobStatus.QUEUED]
+        now, live, scheduling, starts = self._wait_context(conn, queued_ids)
         return [
             j.with_wait(
                 positions.get(j.id),
@@ -255,6 +263,7 @@ class Reads:
                     workers=live,
                     scheduling=scheduling,
                 ),
+                starts.get(j.id),
             )
             if j.id in waiting_ids
             else j

@@ -72,9 +72,10 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
-    expected_start_at: datetime | None
     queue_position: int | None = None
     waiting_reason: str | None = None
+    #: The scheduling pass's estimate (table expected_starts), read with the wait.
+    expected_start_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Job:
@@ -108,14 +109,21 @@ class Job:
         """Running with a request its worker has yet to carry out (the API answers 202)."""
         return self.status is JobStatus.RUNNING and self.requested_action is not None
 
-    def with_wait(self, position: int | None, reason: str | None) -> Job:
-        """A copy with its queue position and waiting reason.
+    def with_wait(
+        self, position: int | None, reason: str | None, expected_start_at: datetime | None = None
+    ) -> Job:
+        """A copy with its queue position, waiting reason and expected start.
 
         A plain copy of the fields: ``dataclasses.replace`` runs ``__init__`` over every
         field again, the largest single cost of building a list page in a profile.
         """
         clone = object.__new__(Job)
-        clone.__dict__.update(self.__dict__, queue_position=position, waiting_reason=reason)
+        clone.__dict__.update(
+            self.__dict__,
+            queue_position=position,
+            waiting_reason=reason,
+            expected_start_at=expected_start_at,
+        )
         return clone
 
     def public(self) -> dict[str, Any]:
@@ -144,7 +152,9 @@ class Job:
 
 
 _ROW_FIELDS = [
-    f for f in dataclasses.fields(Job) if f.name not in ("queue_position", "waiting_reason")
+    f
+    for f in dataclasses.fields(Job)
+    if f.name not in ("queue_position", "waiting_reason", "expected_start_at")
 ]
 # The fields a JSON row holds as strings (annotations are strings here: see __future__).
 _JSON_TIMES = [f.name for f in _ROW_FIELDS if f.type in ("datetime", "datetime | None")]

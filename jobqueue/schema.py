@@ -115,10 +115,6 @@ jobs = Table(
     _ts("created_at", nullable=False, server_default=text("now()")),
     _ts("started_at"),
     _ts("finished_at"),
-    # When the scheduling pass expects a queued job to start (null: not planned or unknown).
-    _ts("expected_start_at"),
-    # The host the pass planned it on: there it may start by its plan, reservation or not.
-    Column("expected_worker", Text),
     _ts("updated_at", nullable=False, server_default=text("now()")),
     CheckConstraint("gpus BETWEEN 0 AND 64", name="gpus_range"),
     CheckConstraint("priority BETWEEN 0 AND 100", name="priority_range"),
@@ -195,12 +191,6 @@ Index(
     jobs.c.queued_at,
     jobs.c.id,
     postgresql_where=text("status = 'queued'"),
-)
-# The few jobs with a planned start: the pass clears those it no longer plans.
-Index(
-    "ix_jobs_expected_start",
-    jobs.c.expected_start_at,
-    postgresql_where=text("expected_start_at IS NOT NULL"),
 )
 Index("ix_jobs_finished", jobs.c.finished_at, postgresql_where=text("finished_at IS NOT NULL"))
 
@@ -286,6 +276,19 @@ reservations = Table(
     _ts("planned_at", nullable=False, server_default=text("now()")),
 )
 Index("ix_reservations_worker_name", reservations.c.worker_name)
+
+# When the scheduling pass expects a queued job to start, and on which host (there it may
+# start by its plan, reservation or not); a job without a row: not planned, or unknown.
+# Apart from the jobs so that the pass, which rewrites every row of it, never locks a
+# job row that a claim would then skip.
+expected_starts = Table(
+    "expected_starts",
+    metadata,
+    _job_ref(primary_key=True),
+    Column("pool", Text, nullable=False),
+    Column("worker_name", Text),
+    _ts("starts_at", nullable=False),
+)
 
 # One row: when the scheduling pass last ran (any process may run it; one at a time).
 scheduler_state = Table(

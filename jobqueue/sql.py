@@ -17,10 +17,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 # Submit a job; with an idempotency_key already used, inserts nothing. Its team gets a
-# standing row if it has none (the claim reads the teams in play from team_standing).
+# standing row if it has none (the claim reads the teams in play from team_standing);
+# the NOT EXISTS first, so that a submit never waits on the row the scheduling pass is
+# updating (an ON CONFLICT alone waits for that transaction to end).
 INSERT_JOB = text("""
     WITH standing AS (
-        INSERT INTO team_standing (team) VALUES (:team) ON CONFLICT (team) DO NOTHING
+        INSERT INTO team_standing (team)
+        SELECT :team WHERE NOT EXISTS (SELECT 1 FROM team_standing WHERE team = :team)
+        ON CONFLICT (team) DO NOTHING
     )
     INSERT INTO jobs (name, kind, config, status, pool, team, owner, gpus, priority, queued_at,
                       not_before, max_attempts, max_interruptions, max_runtime_seconds,
@@ -109,18 +113,30 @@ CLAIM_KEY_OF_J = f"""
 """
 
 # Claim candidates: claimable queued jobs of these pools and kinds that could fit the
-# free GPUs (forced ones too: they may hold others back), in claim order, locked; each row
-# carries the database clock and the pools' reservations whose jobs still wait (one JSON
-# array, read once).
+# free GPUs (forced ones too: they may hold others back), in claim order, locked; each
+# carries whether the scheduling pass planned it to start here by now. Always one row
+# more or less: the first carries the database clock, the pools' reservations whose jobs
+# still wait (one JSON array, read once) and how many jobs were read (``read``); with no
+# candidate locked it is the only row, its job columns null.
 #
 # The claim order puts the fair-share factor, a per-team value, between priority and
 # time queued, so no index gives it directly. Instead each team in play (a row of
-# team_standing: every team that submitted has one) gives its first :per_team jobs (as
-# many as the host could start) by ix_jobs_team_rank that no other claimer holds (SKIP
-# LOCKED, so that claimers at the same instant get different rows), and only those are
-# merged: the cost is teams × :per_team rows whatever the depth of the queue.
-CLAIM_CANDIDATES = text("""
-    WITH picked AS (
+# team_standing: every team that submitted has one) gives its first :per_team jobs by
+# ix_jobs_team_rank, read without locks; they are merged in claim order and only the
+# first :scan that no other claimer holds are locked (SKIP LOCKED, so that claimers at
+# the same instant get different rows). Locking is what costs (a write per row), so the
+# claim locks at most :scan rows however many teams there are; it reads teams ×
+# :per_team index entries, whatever the depth of the queue.
+#
+# Fewer locked than read (and than :scan) means other claimers hold some of the first
+# jobs (claimers woken by one NOTIFY all read the same ones). CLAIM_CANDIDATES_PAST_LOCKED
+# then reads past them: each team's read skips locked rows and locks its :per_team, as
+# many rows as teams × :per_team, but only when claimers collide (WorkerStore.claim).
+#
+# The lock is the one the claim's UPDATE takes (NO KEY UPDATE): it does not conflict with
+# the key-share locks that the scheduling pass's rows referencing jobs take.
+_CLAIM_CANDIDATES = """
+    WITH picked AS MATERIALIZED (
         SELECT c.id, c.forced_key, c.neg_priority, -s.factor AS neg_factor, c.queued_at
         FROM team_standing s CROSS JOIN unnest(CAST(:pools AS text[])) AS p(pool)
         CROSS JOIN LATERAL (
@@ -133,15 +149,27 @@ CLAIM_CANDIDATES = text("""
             ORDER BY COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority,
                      j.queued_at, j.id
             LIMIT :per_team
-            FOR UPDATE OF j SKIP LOCKED
+            {team_lock}
         ) c
-        ORDER BY c.forced_key, c.neg_priority, neg_factor, c.queued_at, c.id
+    ), locked AS (
+        SELECT c.*, p.forced_key, p.neg_priority, p.neg_factor, p.queued_at
+        FROM (SELECT * FROM picked
+              ORDER BY forced_key, neg_priority, neg_factor, queued_at, id) p
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.gpus, j.forced_at IS NOT NULL AS forced, j.team, j.pool,
+                   j.max_runtime_seconds AS limit_s,
+                   COALESCE((SELECT e.starts_at <= now() AND e.worker_name = :worker
+                             FROM expected_starts e WHERE e.job_id = j.id), false)
+                       AS planned_now
+            FROM jobs j WHERE j.id = p.id AND j.status = 'queued'
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) c
+        ORDER BY p.forced_key, p.neg_priority, p.neg_factor, p.queued_at, p.id
         LIMIT :scan
     )
-    SELECT j.id, j.gpus, j.forced_at IS NOT NULL AS forced, j.team, j.pool,
-           j.max_runtime_seconds AS limit_s,
-           COALESCE(j.expected_start_at <= now() AND j.expected_worker = :worker, false)
-               AS planned_now,
+    SELECT locked.id, locked.gpus, locked.forced, locked.team, locked.pool, locked.limit_s,
+           locked.planned_now,
+           (SELECT count(*) FROM picked) AS read,
            EXTRACT(EPOCH FROM now())::float AS db_now,
            (SELECT jsonb_agg(jsonb_build_object(
                        'job_id', r.job_id, 'worker_name', r.worker_name,
@@ -149,10 +177,14 @@ CLAIM_CANDIDATES = text("""
                        'extra_gpus', r.extra_gpus))
             FROM reservations r JOIN jobs rj ON rj.id = r.job_id AND rj.status = 'queued'
             WHERE r.pool = ANY(:pools)) AS reservations
-    FROM picked JOIN jobs j ON j.id = picked.id
-    ORDER BY picked.forced_key, picked.neg_priority, picked.neg_factor, picked.queued_at,
-             picked.id
-""")
+    FROM (SELECT) AS one LEFT JOIN locked ON true
+    ORDER BY locked.forced_key, locked.neg_priority, locked.neg_factor, locked.queued_at,
+             locked.id
+"""
+CLAIM_CANDIDATES = text(_CLAIM_CANDIDATES.format(team_lock=""))
+CLAIM_CANDIDATES_PAST_LOCKED = text(
+    _CLAIM_CANDIDATES.format(team_lock="FOR NO KEY UPDATE OF j SKIP LOCKED")
+)
 
 # The teams among :teams with a quota in one of :pools, locked in name order: claimers of
 # the same team wait for each other here, so that together they never pass its quota.
@@ -171,6 +203,9 @@ TEAM_GPUS_RUNNING = text("""
 """)
 
 # Start the chosen jobs on a worker: each gets a fresh lease token; one claim event each.
+# Their reservations and expected starts stay until the next pass rewrites them (every
+# reader takes only those of queued jobs): deleting them here would wait for a pass that
+# is rewriting them.
 CLAIM_JOBS = text("""
     WITH chosen AS (
         SELECT * FROM jsonb_to_recordset(CAST(:assignments AS jsonb))
@@ -180,13 +215,10 @@ CLAIM_JOBS = text("""
         SET status = 'running', worker_name = :worker, gpu_ids = chosen.gpu_ids,
             lease_token = gen_random_uuid(),
             lease_expires_at = now() + make_interval(secs => :lease_seconds),
-            started_at = now(), updated_at = now(), not_before = NULL,
-            expected_start_at = NULL, expected_worker = NULL
+            started_at = now(), updated_at = now(), not_before = NULL
         FROM chosen
         WHERE j.id = chosen.id AND j.status = 'queued'
         RETURNING j.*
-    ), unreserved AS (
-        DELETE FROM reservations r USING started WHERE r.job_id = started.id
     ), logged AS (
         INSERT INTO job_events (job_id, from_status, to_status, action, actor, reason)
         SELECT id, 'queued', 'running', 'claim', :actor,
@@ -414,18 +446,21 @@ _SCHEDULING_JSON = """
                    WHERE jsonb_typeof(q.value) = 'number'))
 """
 
-# What waiting reasons read besides the jobs: the database clock, the live workers and
-# the scheduler's state.
+# What waiting reasons read besides the jobs: the database clock, the live workers, the
+# scheduler's state and the expected starts of the jobs :ids (an object by job id).
 WAIT_CONTEXT = text(f"""
     SELECT now() AS db_now, ({_LIVE_WORKERS_JSON}) AS live_workers,
-           ({_SCHEDULING_JSON}) AS scheduling
+           ({_SCHEDULING_JSON}) AS scheduling,
+           (SELECT jsonb_object_agg(e.job_id, e.starts_at) FROM expected_starts e
+            WHERE e.job_id = ANY(CAST(:ids AS uuid[]))) AS expected_starts
 """)
 
 # One job with all its waiting reason needs, in one round trip (the GET of a job, which
 # a UI polls): the row as one JSON value (column job, see Job.from_json), the columns of
-# WAIT_CONTEXT and, for a queued job, its rank (wait_position, null before not_before)
-# and its pool's claimable forced jobs (wait_forced, a JSON array in force order, null
-# when there are none). Each subquery sits in a CASE so that it runs only for a queued job.
+# WAIT_CONTEXT and, for a queued job, its expected start (wait_expected_start), its rank
+# (wait_position, null before not_before) and its pool's claimable forced jobs
+# (wait_forced, a JSON array in force order, null when there are none). Each subquery
+# sits in a CASE so that it runs only for a queued job.
 JOB_WITH_WAIT = text(f"""
     SELECT to_jsonb(j) AS job,
            now() AS db_now,
@@ -440,7 +475,10 @@ JOB_WITH_WAIT = text(f"""
                WHERE f.status = 'queued' AND f.pool = j.pool AND f.forced_at IS NOT NULL
                  AND (f.not_before IS NULL OR f.not_before <= now())) END AS wait_forced,
            CASE WHEN j.status = 'queued' THEN ({_LIVE_WORKERS_JSON}) END AS live_workers,
-           CASE WHEN j.status = 'queued' THEN ({_SCHEDULING_JSON}) END AS scheduling
+           CASE WHEN j.status = 'queued' THEN ({_SCHEDULING_JSON}) END AS scheduling,
+           CASE WHEN j.status = 'queued' THEN (
+               SELECT e.starts_at FROM expected_starts e WHERE e.job_id = j.id) END
+               AS wait_expected_start
     FROM jobs j
     WHERE j.id = :id
 """).columns(
@@ -452,6 +490,7 @@ JOB_WITH_WAIT = text(f"""
     column("wait_forced", JSONB),
     column("live_workers", JSONB),
     column("scheduling", JSONB),
+    column("wait_expected_start", DateTime(timezone=True)),
 )
 
 # Finished jobs older than the cut-off (their events, logs and metrics go with them).

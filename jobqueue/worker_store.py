@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -116,36 +116,24 @@ class WorkerStore:
         """Claim up to ``slots`` jobs that fit ``free_gpu_ids``, in queue order.
 
         One short transaction: lock candidates with SKIP LOCKED, choose what
-        fits (the forced-job rule included), start the chosen ones.
+        fits (the forced-job rule included), start the chosen ones. When other claimers
+        hold some of the first candidates, a second read goes past them.
         """
         if slots <= 0 or not worker.kinds or not worker.pools:
             return []
         scan = max(4 * slots, 16)
         free = list(free_gpu_ids)
+        params = {"pools": list(worker.pools), "kinds": list(worker.kinds), "scan": scan,
+                  "per_team": slots, "free_gpus": len(free), "worker": worker.name}  # fmt: skip
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                sql.CLAIM_CANDIDATES,
-                {"pools": list(worker.pools), "kinds": list(worker.kinds), "scan": scan,
-                 "per_team": slots, "free_gpus": len(free), "worker": worker.name},
-            ).mappings().all()  # fmt: skip
-            candidates = [
-                Candidate(r["id"], r["gpus"], r["forced"], r["team"], r["pool"], r["limit_s"],
-                          r["planned_now"])
-                for r in rows
-            ]  # fmt: skip
-            needs_gpus = any(c.gpus > 0 for c in candidates)
-            mine, elsewhere = _reservations(rows[0]["reservations"] if rows else None, worker)
-            now = rows[0]["db_now"] if rows else 0.0
-            assignments = choose(
-                candidates,
-                free_gpu_ids=free,
-                total_gpus=len(worker.gpu_ids),
-                slots=slots,
-                quota_left=_quota_left(conn, candidates, worker.pools) if needs_gpus else {},
-                reservation=mine,
-                reserved_elsewhere=elsewhere,
-                now=now,
-            )
+            rows = conn.execute(sql.CLAIM_CANDIDATES, params).mappings().all()
+            assignments = self._choose(conn, worker, rows, free, slots)
+            skipped = min(rows[0]["read"], scan) - _locked(rows)
+            if skipped > 0 and len(assignments) < slots:
+                # Other claimers hold some of the first jobs: read past them (the rows
+                # this claim already holds come back, still its own).
+                rows = conn.execute(sql.CLAIM_CANDIDATES_PAST_LOCKED, params).mappings().all()
+                assignments = self._choose(conn, worker, rows, free, slots)
             if not assignments:
                 return []
             started = conn.execute(
@@ -162,6 +150,35 @@ class WorkerStore:
             by_id = {row["id"]: Job.from_row(row) for row in started}
         # Keep claim order: the first job is the one the queue wanted first.
         return [Claimed(by_id[job_id]) for job_id, _ in assignments if job_id in by_id]
+
+    @staticmethod
+    def _choose(
+        conn: Connection,
+        worker: WorkerIdentity,
+        rows: Sequence[Mapping[Any, Any]],
+        free: list[int],
+        slots: int,
+    ) -> list[tuple[Hashable, list[int]]]:
+        """What to start of the candidate rows of ``sql.CLAIM_CANDIDATES``."""
+        candidates = [
+            Candidate(r["id"], r["gpus"], r["forced"], r["team"], r["pool"], r["limit_s"],
+                      r["planned_now"])
+            for r in rows if r["id"] is not None
+        ]  # fmt: skip
+        if not candidates:
+            return []
+        mine, elsewhere = _reservations(rows[0]["reservations"], worker)
+        needs_gpus = any(c.gpus > 0 for c in candidates)
+        return choose(
+            candidates,
+            free_gpu_ids=free,
+            total_gpus=len(worker.gpu_ids),
+            slots=slots,
+            quota_left=_quota_left(conn, candidates, worker.pools) if needs_gpus else {},
+            reservation=mine,
+            reserved_elsewhere=elsewhere,
+            now=rows[0]["db_now"],
+        )
 
     # -- while running ----------------------------------------------------------------
 
@@ -297,6 +314,10 @@ class WorkerStore:
                 apply_transition(conn, job, after_worker_restart(job), actor=worker.actor)
                 for job in (Job.from_row(r) for r in rows)
             ]
+
+
+def _locked(rows: Sequence[Mapping[Any, Any]]) -> int:
+    return sum(1 for r in rows if r["id"] is not None)
 
 
 def _reservations(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
@@ -289,7 +290,7 @@ def test_0006_old_jobs_are_preemptible_and_its_downgrade_drops_preempt_requests(
     job_id = uuid4()
     with empty_engine.begin() as conn:
         insert_old_job(conn, job_id)
-    migrate.upgrade(empty_url)
+    migrate.upgrade(empty_url, "0006")
     with empty_engine.begin() as conn:
         row = conn.execute(text("SELECT preemptible, preempted, expected_start_at FROM jobs")).one()
         assert tuple(row) == (True, 0, None)
@@ -315,6 +316,41 @@ def test_0006_old_jobs_are_preemptible_and_its_downgrade_drops_preempt_requests(
         row = conn.execute(text("SELECT status, requested_action FROM jobs")).one()
         assert tuple(row) == ("running", None)
         assert conn.execute(text("SELECT to_regclass('reservations')")).scalar_one() is None
+    migrate.upgrade(empty_url)
+    assert_at_head(empty_engine)
+
+
+def test_0007_moves_expected_starts_to_their_own_table_and_back(empty_url, empty_engine):
+    migrate.upgrade(empty_url, "0006")
+    planned, started = uuid4(), uuid4()
+    with empty_engine.begin() as conn:
+        for job_id in (planned, started):
+            insert_old_job(conn, job_id)
+        conn.execute(
+            text(
+                "UPDATE jobs SET expected_start_at = '2026-12-03 12:00+00', expected_worker = 'h1'"
+            )
+        )
+        conn.execute(
+            text(
+                "UPDATE jobs SET status = 'running', worker_name = 'h1', started_at = now(),"
+                " lease_token = gen_random_uuid(), lease_expires_at = now() + interval '1 min'"
+                " WHERE id = :id"
+            ),
+            {"id": started},
+        )
+    migrate.upgrade(empty_url, "0007")
+    with empty_engine.begin() as conn:
+        # Only a queued job's estimate means anything: the running one's is dropped.
+        rows = conn.execute(text("SELECT job_id, worker_name, starts_at FROM expected_starts"))
+        [(job_id, worker, at)] = rows.all()
+        assert (job_id, worker, at) == (planned, "h1", datetime(2026, 12, 3, 12, tzinfo=UTC))
+    migrate.downgrade(empty_url, "0006")
+    with empty_engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, expected_worker FROM jobs WHERE expected_start_at"
+                                 " IS NOT NULL")).all()  # fmt: skip
+        assert rows == [(planned, "h1")]
+        assert conn.execute(text("SELECT to_regclass('expected_starts')")).scalar_one() is None
     migrate.upgrade(empty_url)
     assert_at_head(empty_engine)
 

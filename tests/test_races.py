@@ -145,6 +145,54 @@ def test_eight_claimers_claim_every_job_exactly_once(queue, engine, settings, en
         assert all(owners[job_id] == worker.name for job_id in got)
 
 
+def test_a_claim_takes_the_jobs_after_those_another_claimer_holds(queue, settings, engines):
+    # Claimers woken by one NOTIFY read the same first jobs; the one that comes second
+    # must still start the next ones rather than find nothing.
+    ids = [queue.submit(spec(name=f"j{i}", gpus=0), actor="op")[0].id for i in range(6)]
+    holder = engines()
+    with holder.begin() as conn:  # another claimer, mid-claim, holding the first three
+        held = conn.execute(
+            text("SELECT id FROM jobs WHERE id = ANY(:ids) FOR UPDATE"), {"ids": ids[:3]}
+        ).all()
+        assert len(held) == 3
+        got = WorkerStore(engines(), settings).claim(identity("w2"), free_gpu_ids=[], slots=3)
+        assert [c.id for c in got] == ids[3:]
+
+
+def test_the_scheduling_pass_writing_its_plan_hides_no_job_from_claims(
+    queue, store, settings, engines
+):
+    # The pass rewrites reservations and expected starts (rows that reference jobs) in
+    # its transaction; a claim meanwhile must not pass over those jobs, nor a submit wait.
+    job, _ = queue.submit(spec(name="planned", gpus=1), actor="op")
+    planner = engines()
+    with planner.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO expected_starts (job_id, pool, worker_name, starts_at)"
+                " VALUES (:id, 'default', 'w1', now())"
+            ),
+            {"id": job.id},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO reservations (job_id, pool, worker_name, gpus, starts_at)"
+                " VALUES (:id, 'default', 'w1', 1, now())"
+            ),
+            {"id": job.id},
+        )
+        conn.execute(text("UPDATE team_standing SET factor = 0.5"))
+        submitter = JobQueue(engines(), settings)
+        [(outcome, later)] = run_together(
+            lambda: submitter.submit(spec(name="later", gpus=0), actor="op")[0]
+        )
+        assert outcome == "ok", later
+        got = WorkerStore(engines(), settings).claim(identity("w1", gpus=1), free_gpu_ids=[0],
+                                                     slots=1)  # fmt: skip
+        assert [c.id for c in got] == [job.id]
+    assert queue.get(later.id).status is JobStatus.QUEUED
+
+
 def test_claimers_with_gpus_never_share_a_job(queue, engine, settings, engines):
     """1-GPU jobs: each claimer has its own GPUs; still one claim per job."""
     ids = {queue.submit(spec(name=f"g{i}", gpus=1), actor="op")[0].id for i in range(60)}

@@ -193,15 +193,18 @@ def test_a_forced_job_reserves_one_host_and_the_others_go_on(queue, store, engin
     assert queue.get(small.id).status.value == "running"
 
 
-def test_the_reserved_job_starts_when_its_gpus_free_up(queue, store, engine, settings):
+def test_the_reserved_job_starts_when_its_gpus_free_up(api, queue, store, engine, settings):
     h = host(store, "h1")
     running = start(queue, store, h, "running", [0, 1, 2], max_runtime_seconds=HOUR)
     big = submit(queue, "big", gpus=4)
     run_pass(engine, settings, force=True)
+    [worker] = api.get("/api/workers").get_json()["items"]
+    assert worker["reservation"]["job_id"] == str(big.id)
     store.finish(running.id, running.lease_token, Exit(exit_code=0), actor="tester")
     assert [c.id for c in store.claim(h, free_gpu_ids=[0, 1, 2, 3], slots=4)] == [big.id]
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM reservations")).scalar_one() == 0
+    # Started: the host holds nothing for it any more, before the next pass too.
+    [worker] = api.get("/api/workers").get_json()["items"]
+    assert worker["reservation"] is None
 
 
 # -- waits explained ------------------------------------------------------------------------

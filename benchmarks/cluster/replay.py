@@ -22,8 +22,8 @@ half-life is compressed the same way (``fair_share_half_life_hours / compression
 The hosts register as workers and heartbeat, so that the scheduling pass
 (:func:`jobqueue.planner.run_pass`) sees them. In the ordered mode the dispatcher runs
 the pass itself (``force=True``) before each round of claims, as the twin does; with
-NOTIFY each runner's own planner runs it every ``plan_interval_seconds`` (set to the
-poll interval).
+NOTIFY a process of its own runs it every ``plan_interval_seconds`` (set to the poll
+interval), as one host's daemon would (:mod:`benchmarks.cluster.planner_process`).
 
 Besides the placements it measures the scheduler's own cost: every claim call of
 every host in real milliseconds with the queue depth at the call
@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from benchmarks.cluster.feed import POOL, Depth, Dispatcher, Submitter
+from benchmarks.cluster.planner_process import PlannerProcess
 from benchmarks.cluster.readback import KIND, ReplayError, notes_of, placements_of, read_back
 from benchmarks.cluster.schedule import Cluster, Reservation, Schedule
 from benchmarks.cluster.trace import TraceJob
@@ -175,6 +176,7 @@ def replay(
     runners: list[SlotRunner] = []
     submitter: Submitter | None = None
     heart: _Heartbeat | None = None
+    planner: PlannerProcess | None = None
 
     def engine(name: str, size: int) -> Engine:
         made = make_engine(database_url, pool_size=size, application_name=f"jobqueue-replay:{name}")
@@ -203,12 +205,14 @@ def replay(
                 slots=cluster.gpus_per_host,
                 listen_url=database_url if wake == "notify" else None,
                 poll_seconds=poll_real,
+                plan=False,  # the dispatcher or the planner process runs the pass
             )
             runners.append(runner)
             store.heartbeat_worker(identity, free_gpus=cluster.gpus_per_host, restarted=True)
         heart = _Heartbeat(engine("heartbeat", 1), settings, runners, abort)
         heart.start()
         if wake == "notify":
+            planner = PlannerProcess(values).start()
             for runner in runners:
                 runner.start()
 
@@ -240,6 +244,8 @@ def replay(
                 runner.stop()
             except Exception as exc:  # stop the others all the same
                 log(f"replay: stopping {runner.worker.name} failed: {exc!r}")
+        if planner is not None:
+            planner.stop()
         for made in engines:
             made.dispose()
 
