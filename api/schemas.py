@@ -215,6 +215,9 @@ class Team(_Out):
     share_fraction: float
     #: Fair-share factor 2^(-usage_fraction/share_fraction): higher goes first.
     factor: float
+    #: How much earlier than submitted its jobs queue among equal priorities:
+    #: factor × JOBQUEUE_FAIR_SHARE_MAX_LEAD_HOURS, in seconds.
+    lead_seconds: float
     gpus_running: dict[str, int]
     jobs_queued: int
 

@@ -9,8 +9,11 @@ priority and the last standings, and the forced-job rule still holds.
 
 1. **Usage.** Each team's GPU-seconds since the last pass are added to its usage,
    which decays with ``fair_share_half_life_hours`` (Slurm's ``PriorityDecayHalfLife``);
-   the team's factor ``2^(-usage_fraction / share_fraction)`` orders the claim among
-   equal priorities (Slurm's fair-share factor).
+   the team's factor ``2^(-usage_fraction / share_fraction)`` (Slurm's fair-share
+   factor) times ``fair_share_max_lead_hours`` is how much earlier than their submit its
+   jobs queue among equal priorities: the team furthest below its share goes first among
+   jobs queued at about the same time, and no job waits behind younger ones by more
+   than the largest lead (what Slurm's age factor bounds, ``PriorityWeightAge``).
 2. **Plan.** Per pool, :func:`jobqueue.plan.plan_pool` over the live workers, the
    running jobs' time limits and the first ``plan_depth`` queued jobs: the
    reservations the claim honours, and each planned job's ``expected_start_at``.
@@ -105,6 +108,7 @@ def _update_standings(
     standings += [Standing(t, u, 0.0, 0.0, 1.0) for t, u in sorted(usage.items())
                   if t not in in_play]  # fmt: skip
     if standings:
+        max_lead_s = settings.fair_share_max_lead_hours * 3600.0
         conn.execute(
             planner_sql.UPSERT_STANDINGS,
             {
@@ -113,6 +117,7 @@ def _update_standings(
                 "usage_fraction": [s.usage_fraction for s in standings],
                 "share_fraction": [s.share_fraction for s in standings],
                 "factor": [s.factor for s in standings],
+                "lead": [s.factor * max_lead_s for s in standings],
             },
         )
     return standings

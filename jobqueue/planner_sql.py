@@ -54,14 +54,15 @@ STANDINGS = text("""
 # Write the teams' standings (arrays of equal length).
 UPSERT_STANDINGS = text("""
     INSERT INTO team_standing (team, usage_gpu_seconds, usage_fraction, share_fraction, factor,
-                               updated_at)
+                               lead_seconds, updated_at)
     SELECT * , now() FROM unnest(CAST(:teams AS text[]), CAST(:usage AS float8[]),
                                  CAST(:usage_fraction AS float8[]),
-                                 CAST(:share_fraction AS float8[]), CAST(:factor AS float8[]))
+                                 CAST(:share_fraction AS float8[]), CAST(:factor AS float8[]),
+                                 CAST(:lead AS float8[]))
     ON CONFLICT (team) DO UPDATE
     SET usage_gpu_seconds = EXCLUDED.usage_gpu_seconds,
         usage_fraction = EXCLUDED.usage_fraction, share_fraction = EXCLUDED.share_fraction,
-        factor = EXCLUDED.factor, updated_at = now()
+        factor = EXCLUDED.factor, lead_seconds = EXCLUDED.lead_seconds, updated_at = now()
 """)
 
 # The live workers of a pool, as the plan sees them.

@@ -63,6 +63,8 @@ class JobQueue(Reads):
             "preemptible": spec.preemptible,
             "idempotency_key": spec.idempotency_key,
             "request_fingerprint": spec.fingerprint() if spec.idempotency_key else None,
+            # A team new to the pass has used nothing: factor 1, the largest lead.
+            "new_team_lead": self.settings.fair_share_max_lead_hours * 3600.0,
         }
         with self.engine.begin() as conn:
             row = conn.execute(sql.INSERT_JOB, params).mappings().first()

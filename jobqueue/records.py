@@ -214,6 +214,7 @@ class Team:
     usage_fraction: float = 0.0
     share_fraction: float = 0.0
     factor: float = 1.0
+    lead_seconds: float = 0.0
     #: GPUs its running jobs hold now, per pool.
     gpus_running: dict[str, int] = dataclasses.field(default_factory=dict)
     jobs_queued: int = 0

@@ -245,8 +245,8 @@ teams = Table(
     CheckConstraint("share > 0", name="share_positive"),
 )
 
-# Each team's recent GPU usage, decayed with a half-life, and the fair-share factor
-# that the claim orders by (Slurm's 2^(-usage/share)); kept by the scheduling pass.
+# Each team's recent GPU usage, decayed with a half-life, its fair-share factor (Slurm's
+# 2^(-usage/share)) and the lead in the claim order that follows; kept by the pass.
 team_standing = Table(
     "team_standing",
     metadata,
@@ -257,6 +257,9 @@ team_standing = Table(
     Column("share_fraction", Float, nullable=False, server_default=text("0")),
     # 2^(-usage_fraction / share_fraction): 1 for a team that used nothing.
     Column("factor", Float, nullable=False, server_default=text("1")),
+    # How much earlier than their submit its jobs queue: factor × the settings' largest
+    # lead. The claim order's fair-share term (0 for a team the pass has not seen).
+    Column("lead_seconds", Float, nullable=False, server_default=text("0")),
     _ts("updated_at", nullable=False, server_default=text("now()")),
 )
 

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     pool_max_runtime_seconds: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     #: Half-life of the GPU usage that fair share compares with the teams' shares.
     fair_share_half_life_hours: float = Field(default=168, gt=0)
+    #: How far fair share moves a job ahead of older ones: a team's jobs queue as if
+    #: submitted (its factor × this) earlier, so a job waits behind younger jobs of
+    #: lighter teams by at most this much (0: the claim order is time queued alone).
+    fair_share_max_lead_hours: float = Field(default=48, ge=0)
     #: How often the scheduling pass (fair-share standings, reservations, expected
     #: starts) runs; any worker runs it, one at a time.
     plan_interval_seconds: float = Field(default=5, gt=0)

@@ -17,13 +17,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 # Submit a job; with an idempotency_key already used, inserts nothing. Its team gets a
-# standing row if it has none (the claim reads the teams in play from team_standing);
-# the NOT EXISTS first, so that a submit never waits on the row the scheduling pass is
-# updating (an ON CONFLICT alone waits for that transaction to end).
+# standing row if it has none (the claim reads the teams in play from team_standing),
+# with factor 1 and the lead :new_team_lead until the next pass; the NOT EXISTS first,
+# so that a submit never waits on the row the scheduling pass is updating (an ON
+# CONFLICT alone waits for that transaction to end).
 INSERT_JOB = text("""
     WITH standing AS (
-        INSERT INTO team_standing (team)
-        SELECT :team WHERE NOT EXISTS (SELECT 1 FROM team_standing WHERE team = :team)
+        INSERT INTO team_standing (team, lead_seconds)
+        SELECT :team, :new_team_lead
+        WHERE NOT EXISTS (SELECT 1 FROM team_standing WHERE team = :team)
         ON CONFLICT (team) DO NOTHING
     )
     INSERT INTO jobs (name, kind, config, status, pool, team, owner, gpus, priority, queued_at,
@@ -44,6 +46,7 @@ TEAMS = text("""
            COALESCE(s.usage_gpu_seconds, 0) AS usage_gpu_seconds,
            COALESCE(s.usage_fraction, 0) AS usage_fraction,
            COALESCE(s.share_fraction, 0) AS share_fraction, COALESCE(s.factor, 1) AS factor,
+           COALESCE(s.lead_seconds, 0) AS lead_seconds,
            COALESCE((SELECT jsonb_object_agg(pool, gpus) FROM (
                          SELECT pool, sum(gpus) AS gpus FROM jobs
                          WHERE status = 'running' AND team = names.name GROUP BY pool) held),
@@ -101,15 +104,20 @@ EVENTS = text("""
     FROM job_events WHERE job_id = :id AND id > :after ORDER BY id
 """)
 
-# A job's fair-share factor (1 for a team the scheduling pass has not seen): the claim
-# order puts jobs of the team furthest below its share first among equal priorities.
-_FACTOR_OF_J = "COALESCE((SELECT s.factor FROM team_standing s WHERE s.team = j.team), 1)"
+
+def _fair_queued_at(job: str) -> str:
+    """When job ``job`` queues in the claim order: its time queued moved earlier by its
+    team's fair-share lead (none for a team the scheduling pass has not seen). A team
+    furthest below its share goes first among jobs queued at about the same time, and
+    no job waits behind younger ones by more than the largest lead."""
+    lead = f"(SELECT s.lead_seconds FROM team_standing s WHERE s.team = {job}.team)"
+    return f"{job}.queued_at - make_interval(secs => COALESCE({lead}, 0))"
+
 
 # The claim order of a job ``j``, as one ascending key (forced first, in force order;
-# then priority; then fair share; then time queued).
+# then priority; then time queued with its team's fair-share lead).
 CLAIM_KEY_OF_J = f"""
-    COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority, -{_FACTOR_OF_J},
-    j.queued_at, j.id
+    COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority, {_fair_queued_at("j")}, j.id
 """
 
 # Claim candidates: claimable queued jobs of these pools and kinds that could fit the
@@ -119,14 +127,14 @@ CLAIM_KEY_OF_J = f"""
 # still wait (one JSON array, read once) and how many jobs were read (``read``); with no
 # candidate locked it is the only row, its job columns null.
 #
-# The claim order puts the fair-share factor, a per-team value, between priority and
-# time queued, so no index gives it directly. Instead each team in play (a row of
-# team_standing: every team that submitted has one) gives its first :per_team jobs by
-# ix_jobs_team_rank, read without locks; they are merged in claim order and only the
-# first :scan that no other claimer holds are locked (SKIP LOCKED, so that claimers at
-# the same instant get different rows). Locking is what costs (a write per row), so the
-# claim locks at most :scan rows however many teams there are; it reads teams ×
-# :per_team index entries, whatever the depth of the queue.
+# The claim order moves each job earlier by its team's fair-share lead, a per-team
+# value, so no index gives it directly; within a team it is the index's order. So each
+# team in play (a row of team_standing: every team that submitted has one) gives its
+# first :per_team jobs by ix_jobs_team_rank, read without locks; they are merged in
+# claim order and only the first :scan that no other claimer holds are locked (SKIP
+# LOCKED, so that claimers at the same instant get different rows). Locking is what
+# costs (a write per row), so the claim locks at most :scan rows however many teams
+# there are; it reads teams × :per_team index entries, whatever the depth of the queue.
 #
 # Fewer locked than read (and than :scan) means other claimers hold some of the first
 # jobs (claimers woken by one NOTIFY all read the same ones). CLAIM_CANDIDATES_PAST_LOCKED
@@ -137,7 +145,8 @@ CLAIM_KEY_OF_J = f"""
 # the key-share locks that the scheduling pass's rows referencing jobs take.
 _CLAIM_CANDIDATES = """
     WITH picked AS MATERIALIZED (
-        SELECT c.id, c.forced_key, c.neg_priority, -s.factor AS neg_factor, c.queued_at
+        SELECT c.id, c.forced_key, c.neg_priority,
+               c.queued_at - make_interval(secs => s.lead_seconds) AS fair_queued_at
         FROM team_standing s CROSS JOIN unnest(CAST(:pools AS text[])) AS p(pool)
         CROSS JOIN LATERAL (
             SELECT j.id, COALESCE(j.forced_at, 'infinity'::timestamptz) AS forced_key,
@@ -152,9 +161,8 @@ _CLAIM_CANDIDATES = """
             {team_lock}
         ) c
     ), locked AS (
-        SELECT c.*, p.forced_key, p.neg_priority, p.neg_factor, p.queued_at
-        FROM (SELECT * FROM picked
-              ORDER BY forced_key, neg_priority, neg_factor, queued_at, id) p
+        SELECT c.*, p.forced_key, p.neg_priority, p.fair_queued_at
+        FROM (SELECT * FROM picked ORDER BY forced_key, neg_priority, fair_queued_at, id) p
         CROSS JOIN LATERAL (
             SELECT j.id, j.gpus, j.forced_at IS NOT NULL AS forced, j.team, j.pool,
                    j.max_runtime_seconds AS limit_s,
@@ -164,7 +172,7 @@ _CLAIM_CANDIDATES = """
             FROM jobs j WHERE j.id = p.id AND j.status = 'queued'
             FOR NO KEY UPDATE SKIP LOCKED
         ) c
-        ORDER BY p.forced_key, p.neg_priority, p.neg_factor, p.queued_at, p.id
+        ORDER BY p.forced_key, p.neg_priority, p.fair_queued_at, p.id
         LIMIT :scan
     )
     SELECT locked.id, locked.gpus, locked.forced, locked.team, locked.pool, locked.limit_s,
@@ -178,8 +186,7 @@ _CLAIM_CANDIDATES = """
             FROM reservations r JOIN jobs rj ON rj.id = r.job_id AND rj.status = 'queued'
             WHERE r.pool = ANY(:pools)) AS reservations
     FROM (SELECT) AS one LEFT JOIN locked ON true
-    ORDER BY locked.forced_key, locked.neg_priority, locked.neg_factor, locked.queued_at,
-             locked.id
+    ORDER BY locked.forced_key, locked.neg_priority, locked.fair_queued_at, locked.id
 """
 CLAIM_CANDIDATES = text(_CLAIM_CANDIDATES.format(team_lock=""))
 CLAIM_CANDIDATES_PAST_LOCKED = text(
@@ -333,7 +340,7 @@ QUEUE_ORDER = text(f"""
 """)
 
 # How many claimable queued jobs of its pool are ahead of the job ``j`` in claim order:
-# an index range of ix_jobs_queue_rank down to j's priority, the fair-share factor
+# an index range of ix_jobs_queue_rank down to j's priority, the fair-share lead
 # deciding among equal priorities.
 _JOBS_AHEAD_OF_J = f"""
     SELECT count(*) FROM jobs ahead
@@ -342,8 +349,7 @@ _JOBS_AHEAD_OF_J = f"""
       AND (COALESCE(ahead.forced_at, 'infinity'::timestamptz), -ahead.priority)
         <= (COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority)
       AND (COALESCE(ahead.forced_at, 'infinity'::timestamptz), -ahead.priority,
-           -COALESCE((SELECT s.factor FROM team_standing s WHERE s.team = ahead.team), 1),
-           ahead.queued_at, ahead.id)
+           {_fair_queued_at("ahead")}, ahead.id)
         < ({CLAIM_KEY_OF_J})
 """
 

@@ -72,6 +72,42 @@ def test_among_equal_priorities_the_team_below_its_share_goes_first(queue, store
     assert heavy.job.team == "vision"
 
 
+def test_fair_share_moves_a_job_ahead_of_older_ones_by_at_most_the_largest_lead(
+    queue, store, engine, settings
+):
+    hour = settings.model_copy(update={"fair_share_max_lead_hours": 1})
+    h = host(store, "h1")
+    run_pass(engine, hour, force=True)
+    start(queue, store, h, "vision-heavy", [0, 1], team="vision")
+    time.sleep(0.2)
+    old = submit(queue, "vision-old", team="vision")
+    recent = submit(queue, "vision-recent", team="vision")
+    new = submit(queue, "nlp-new", team="nlp")
+    with engine.begin() as conn:  # as if they had waited: 2 h and 10 min
+        for job, minutes in [(old, 120), (recent, 10)]:
+            conn.execute(
+                text(
+                    "UPDATE jobs SET queued_at = now() - make_interval(mins => :m) WHERE id = :id"
+                ),
+                {"m": minutes, "id": job.id},
+            )
+    run_pass(engine, hour, force=True)
+    # vision used everything: factor 2^-2, a 15 min lead; nlp nothing: 1, the full hour.
+    assert standing(engine, "vision").lead_seconds == pytest.approx(900, rel=0.01)
+    assert standing(engine, "nlp").lead_seconds == pytest.approx(3600, rel=0.01)
+    # nlp's 45 min more lead passes the job 10 min older, not the one 2 h older.
+    positions = {j.name: queue.get(j.id).queue_position for j in (old, recent, new)}
+    assert positions == {"vision-old": 1, "nlp-new": 2, "vision-recent": 3}
+    assert names(store.claim(h, free_gpu_ids=[2], slots=1)) == ["vision-old"]
+    assert names(store.claim(h, free_gpu_ids=[3], slots=1)) == ["nlp-new"]
+
+
+def test_a_team_new_to_the_pass_has_the_full_lead(queue, engine, settings):
+    submit(queue, "first", team="newcomers")
+    lead = standing(engine, "newcomers").lead_seconds
+    assert lead == settings.fair_share_max_lead_hours * 3600
+
+
 def test_priority_and_force_still_order_above_fair_share(queue, store, engine, settings):
     h = host(store, "h1")
     run_pass(engine, settings, force=True)
@@ -353,6 +389,9 @@ def test_the_api_shows_team_usage_and_host_reservations(api, queue, store, engin
     assert vision["share_fraction"] == pytest.approx(2 / 3)
     assert nlp["created_at"] is None and nlp["share"] == 1 and nlp["jobs_queued"] == 1
     assert nlp["factor"] == pytest.approx(1.0) and vision["factor"] < 1
+    full_lead = settings.fair_share_max_lead_hours * 3600
+    assert nlp["lead_seconds"] == pytest.approx(full_lead)
+    assert vision["lead_seconds"] == pytest.approx(vision["factor"] * full_lead)
     [worker] = api.get("/api/workers").get_json()["items"]
     reservation = worker["reservation"]
     assert (reservation["job_id"], reservation["job_name"], reservation["gpus"]) == (

@@ -17,7 +17,8 @@ replay's start instant (when trace time 0 is submitted). A job's time limit is
 submitted compressed too (``max_runtime_seconds = ceil(limit_s / compression)``, at
 least 1): the scheduling pass plans on the database clock. (SlotRunner does not stop
 Python callables at their limit; the sleeps end on time anyway.) The fair-share
-half-life is compressed the same way (``fair_share_half_life_hours / compression``).
+half-life and the largest fair-share lead are compressed the same way
+(``fair_share_half_life_hours / compression``, ``fair_share_max_lead_hours / compression``).
 
 The hosts register as workers and heartbeat, so that the scheduling pass
 (:func:`jobqueue.planner.run_pass`) sees them. In the ordered mode the dispatcher runs
@@ -64,8 +65,10 @@ HOST_POOL_SIZE = 2
 #: How often every host's worker row is refreshed (real seconds): the pass plans only
 #: for live workers.
 WORKER_HEARTBEAT_S = 2.0
-#: jobqueue's default half-life of team usage (trace hours), compressed for the replay.
+#: jobqueue's default half-life of team usage and largest fair-share lead (trace hours),
+#: compressed for the replay.
 HALF_LIFE_HOURS = 168.0
+MAX_LEAD_HOURS = 48.0
 
 
 _FINISHED = text("SELECT count(*) FROM jobs WHERE kind = :kind AND finished_at IS NOT NULL")
@@ -128,6 +131,7 @@ def replay(
     poll_trace_s: float,
     wake: str = "notify",
     half_life_hours: float = HALF_LIFE_HOURS,
+    max_lead_hours: float = MAX_LEAD_HOURS,
     settings_overrides: dict | None = None,
     timeout_s: float | None = None,
     log: Callable[[str], None] = print,
@@ -160,6 +164,7 @@ def replay(
         "retry_backoff_seconds": 0,
         # Trace hours of half-life are real hours / compression, as every other time.
         "fair_share_half_life_hours": half_life_hours / compression,
+        "fair_share_max_lead_hours": max_lead_hours / compression,
         # With NOTIFY the runners' planners run the pass about once a poll interval.
         "plan_interval_seconds": poll_trace_s / compression,
     }

@@ -54,9 +54,11 @@ from jobqueue.plan import INFINITY, Host, Waiting, plan_pool
 from jobqueue.planner import standings_of
 
 POLICIES = ("fifo", "first-fit", "easy", "jobqueue")
-#: jobqueue's defaults (jobqueue.settings): queued jobs a pass plans; usage half-life.
+#: jobqueue's defaults (jobqueue.settings): queued jobs a pass plans; usage half-life;
+#: the largest fair-share lead in the claim order.
 PLAN_DEPTH = 100
 HALF_LIFE_HOURS = 168.0
+MAX_LEAD_HOURS = 48.0
 #: How long after the scheduling pass the twin's claims read the clock (trace seconds):
 #: a real claim always comes after the pass (milliseconds; seconds of trace time), and
 #: ``jobqueue.fit.choose`` compares its own ``now`` with the pass's reservations.
@@ -135,13 +137,15 @@ def simulate(
     seed: int = 0,
     plan_depth: int = PLAN_DEPTH,
     half_life_hours: float = HALF_LIFE_HOURS,
+    max_lead_hours: float = MAX_LEAD_HOURS,
     claim_lag_s: float = CLAIM_LAG_S,
     fair_share: bool = True,
 ) -> Schedule:
     """Run ``jobs`` (in submit order, indices 0…n-1) on ``cluster`` under ``policy``.
 
-    ``plan_depth`` and ``half_life_hours`` (trace hours) are the jobqueue twin's
-    scheduling pass settings (``plan_depth``, ``fair_share_half_life_hours``), and
+    ``plan_depth``, ``half_life_hours`` and ``max_lead_hours`` (trace hours) are the
+    jobqueue twin's scheduling pass settings (``plan_depth``,
+    ``fair_share_half_life_hours``, ``fair_share_max_lead_hours``), and
     ``claim_lag_s`` how long after the pass its claims read the clock (trace seconds);
     ``fair_share=False`` gives every team the factor 1 (claim order by submit time), to
     tell what the reservations do from what fair share costs."""
@@ -156,7 +160,8 @@ def simulate(
         poll = poll_trace_s if wake == "random" else float("inf")
         twin = _Twin(state, poll, random.Random(seed), shuffle=wake == "random",
                      plan_depth=plan_depth, half_life_s=half_life_hours * 3600.0,
-                     claim_lag_s=claim_lag_s, fair_share=fair_share)  # fmt: skip
+                     max_lead_s=max_lead_hours * 3600.0, claim_lag_s=claim_lag_s,
+                     fair_share=fair_share)  # fmt: skip
     arrivals = sorted(jobs, key=lambda j: (j.submit_s, j.index))
     next_arrival = 0
     while next_arrival < len(arrivals) or state.ends or state.queue:
@@ -279,9 +284,11 @@ class _Twin:
         shuffle: bool,
         plan_depth: int = PLAN_DEPTH,
         half_life_s: float = HALF_LIFE_HOURS * 3600.0,
+        max_lead_s: float = MAX_LEAD_HOURS * 3600.0,
         claim_lag_s: float = 0.0,
         fair_share: bool = True,
     ):
+        self.max_lead_s = max_lead_s
         self.claim_lag_s = claim_lag_s
         self.fair_share = fair_share
         self.state = state
@@ -395,13 +402,14 @@ class _Twin:
         return INFINITY if limit is None else max(now, self.state.started[index] + limit)
 
     def claim_key(self, index: int) -> tuple:
-        """jobqueue's claim order (sql._CLAIM_KEY_OF_J): forced first, in force order; then
-        priority (0 for every trace job); then fair-share factor, highest first; then time
-        queued. A team the pass has not seen has factor 1."""
+        """jobqueue's claim order (sql.CLAIM_KEY_OF_J): forced first, in force order; then
+        priority (0 for every trace job); then time queued less the team's lead (its
+        fair-share factor × the largest lead). Without fair share every team's factor is
+        1: the same lead for all, the order is time queued."""
         job = self.state.jobs[index]
         if job.forced:
-            return (0, 0.0, job.submit_s, index)
-        return (1, -self.factor.get(job.team, 1.0), job.submit_s, index)
+            return (0, job.submit_s, index)
+        return (1, job.submit_s - self.max_lead_s * self.factor.get(job.team, 1.0), index)
 
     def claim_order(self) -> list[int]:
         return sorted(self.state.queue, key=self.claim_key)

@@ -1,6 +1,7 @@
 """The scheduling pass's expected starts move from ``jobs`` to their own table
 ``expected_starts``, so that the pass, which rewrites them all, never locks a job row
-(a claim's SKIP LOCKED would pass over that job).
+(a claim's SKIP LOCKED would pass over that job); and each team's standing gets the
+lead in the claim order that its fair-share factor earns (``lead_seconds``).
 
 Revision ID: 0007
 Revises: 0006
@@ -20,6 +21,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column(
+        "team_standing",
+        sa.Column("lead_seconds", sa.Float(), server_default=sa.text("0"), nullable=False),
+    )
     op.create_table(
         "expected_starts",
         sa.Column(
@@ -56,3 +61,4 @@ def downgrade() -> None:
         " FROM expected_starts e WHERE e.job_id = jobs.id"
     )
     op.drop_table("expected_starts")
+    op.drop_column("team_standing", "lead_seconds")
