@@ -181,7 +181,7 @@ Index(
     jobs.c.lease_expires_at,
     postgresql_where=text("status = 'running'"),
 )
-# The claim order within one team of a pool (sql.CLAIM_CANDIDATES merges the teams').
+# The claim order within one team of a pool (claim_sql.CLAIM_CANDIDATES merges the teams').
 Index(
     "ix_jobs_team_rank",
     jobs.c.pool,

@@ -20,7 +20,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 
-from jobqueue import sql
+from jobqueue import claim_sql, sql
 from jobqueue.errors import LeaseLost
 from jobqueue.fit import Candidate, HostReservation, choose
 from jobqueue.outcomes import (
@@ -126,18 +126,18 @@ class WorkerStore:
         params = {"pools": list(worker.pools), "kinds": list(worker.kinds), "scan": scan,
                   "per_team": slots, "free_gpus": len(free), "worker": worker.name}  # fmt: skip
         with self.engine.begin() as conn:
-            rows = conn.execute(sql.CLAIM_CANDIDATES, params).mappings().all()
+            rows = conn.execute(claim_sql.CLAIM_CANDIDATES, params).mappings().all()
             assignments = self._choose(conn, worker, rows, free, slots)
             skipped = min(rows[0]["read"], scan) - _locked(rows)
             if skipped > 0 and len(assignments) < slots:
                 # Other claimers hold some of the first jobs: read past them (the rows
                 # this claim already holds come back, still its own).
-                rows = conn.execute(sql.CLAIM_CANDIDATES_PAST_LOCKED, params).mappings().all()
+                rows = conn.execute(claim_sql.CLAIM_CANDIDATES_PAST_LOCKED, params).mappings().all()
                 assignments = self._choose(conn, worker, rows, free, slots)
             if not assignments:
                 return []
             started = conn.execute(
-                sql.CLAIM_JOBS,
+                claim_sql.CLAIM_JOBS,
                 {
                     "assignments": json.dumps(
                         [{"id": str(job_id), "gpu_ids": ids} for job_id, ids in assignments]
@@ -159,7 +159,7 @@ class WorkerStore:
         free: list[int],
         slots: int,
     ) -> list[tuple[Hashable, list[int]]]:
-        """What to start of the candidate rows of ``sql.CLAIM_CANDIDATES``."""
+        """What to start of the candidate rows of ``claim_sql.CLAIM_CANDIDATES``."""
         candidates = [
             Candidate(r["id"], r["gpus"], r["forced"], r["team"], r["pool"], r["limit_s"],
                       r["planned_now"])
@@ -324,7 +324,7 @@ def _reservations(
     values: Sequence[Mapping[str, Any]] | None, worker: WorkerIdentity
 ) -> tuple[HostReservation | None, frozenset[UUID]]:
     """This host's reservation (if any) and the jobs reserved on other hosts, from the
-    candidates' ``reservations`` column (``sql.CLAIM_CANDIDATES``)."""
+    candidates' ``reservations`` column (``claim_sql.CLAIM_CANDIDATES``)."""
     mine: HostReservation | None = None
     elsewhere: set[UUID] = set()
     for r in values or ():
@@ -349,7 +349,7 @@ def _quota_left(
     if not teams:
         return {}
     quotas = {}
-    for row in conn.execute(sql.LOCK_QUOTA_TEAMS, {"teams": teams, "pools": list(pools)}):
+    for row in conn.execute(claim_sql.LOCK_QUOTA_TEAMS, {"teams": teams, "pools": list(pools)}):
         for pool, limit in row.quota_gpus.items():
             if limit is not None and pool in pools:
                 quotas[(row.name, pool)] = int(limit)
@@ -358,7 +358,7 @@ def _quota_left(
     held = {
         (r.team, r.pool): int(r.gpus)
         for r in conn.execute(
-            sql.TEAM_GPUS_RUNNING, {"teams": [t for t, _ in quotas], "pools": list(pools)}
+            claim_sql.TEAM_GPUS_RUNNING, {"teams": [t for t, _ in quotas], "pools": list(pools)}
         )
     }
     return {key: max(0, limit - held.get(key, 0)) for key, limit in quotas.items()}

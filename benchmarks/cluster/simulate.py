@@ -437,7 +437,7 @@ class _Twin:
             jobs = self.state.jobs
             fitting = [i for i in self._ordered
                        if i in queued and (jobs[i].gpus <= free or jobs[i].forced)]  # fmt: skip
-            # sql.CLAIM_CANDIDATES reads each team's first free_slots jobs, then merges them.
+            # claim_sql.CLAIM_CANDIDATES reads each team's first free_slots jobs, then merges them.
             per_team: dict[str, int] = {}
             merged = []
             for i in fitting:
