@@ -59,7 +59,11 @@ class Job(_Out):
     gpus: int
     priority: int
     forced: bool
+    #: Exact among the first JOBQUEUE_EXACT_POSITIONS claimable jobs of its pool, else null.
     queue_position: int | None
+    #: queue_position when exact; further back an estimate from the scheduling pass's
+    #: queue marks (null when the pass has not marked the queue yet).
+    queue_position_estimate: int | None
     waiting_reason: str | None
     #: When the scheduling pass expects it to start (queued jobs it planned), else null.
     expected_start_at: datetime | None

@@ -8,7 +8,9 @@ measures, each beside the same measurement of a minimal baseline:
 2. pickup latency from a submit's commit to the claim by an idle claimer woken by NOTIFY
    (:mod:`benchmarks.queue_pickup`);
 3. single claim+finish latency with a backlog of finished and queued rows vs a near-empty
-   table (:mod:`benchmarks.queue_backlog`).
+   table (:mod:`benchmarks.queue_backlog`);
+4. submit, claim+finish and the GET of the newest queued job with a deep queue vs a shallow
+   one (:mod:`benchmarks.queue_depth`; jobqueue against itself).
 
 The server comes from ``--database-url`` or ``JOBQUEUE_BENCH_DATABASE_URL`` (a maintenance
 database where ``CREATE DATABASE`` may run), else an embedded PostgreSQL under the temporary
@@ -33,6 +35,7 @@ from benchmarks.harness.databases import Databases, benchmark_databases
 from benchmarks.harness.report import Report, Stopwatch, postgres_version
 from benchmarks.queue_backlog import bench_backlog
 from benchmarks.queue_common import FULL, QUICK, Sizes
+from benchmarks.queue_depth import bench_depth
 from benchmarks.queue_pickup import bench_pickup
 from benchmarks.queue_throughput import bench_throughput
 
@@ -40,9 +43,20 @@ BENCHES: dict[str, Callable[[Databases, Sizes, Report], None]] = {
     "throughput": bench_throughput,
     "pickup": bench_pickup,
     "backlog": bench_backlog,
+    "depth": bench_depth,
 }
 #: The flags that override one of the sizes.
-SIZE_FLAGS = ("jobs", "claimers", "slots", "rounds", "pickup", "finished", "queued", "cycles")
+SIZE_FLAGS = (
+    "jobs",
+    "claimers",
+    "slots",
+    "rounds",
+    "pickup",
+    "finished",
+    "queued",
+    "cycles",
+    "deep_queued",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--finished", type=int, help="(3) finished rows in the backlog")
     parser.add_argument("--queued", type=int, help="(3) queued rows in the backlog")
     parser.add_argument("--cycles", type=int, help="(3) timed claim+finish cycles per case")
+    parser.add_argument("--deep-queued", type=int, help="(4) queued jobs of the deep queue")
     args = parser.parse_args(argv)
 
     overrides = {k: getattr(args, k) for k in SIZE_FLAGS if getattr(args, k) is not None}

@@ -28,10 +28,13 @@ class Sizes:
     queued: int  # (3) queued rows of the backlog
     few_queued: int  # (3) queued rows of the near-empty table
     cycles: int  # (3) timed claim+finish cycles per case
+    deep_queued: int  # (4) queued jobs of the deep queue
+    shallow_queued: int  # (4) queued jobs of the shallow queue
+    depth_cycles: int  # (4) timed cycles per depth
 
 
-FULL = Sizes(20_000, 4, 8, 4, 200, 0.020, 1_000_000, 10_000, 10, 500)
-QUICK = Sizes(2_000, 4, 8, 2, 50, 0.020, 100_000, 1_000, 10, 200)
+FULL = Sizes(20_000, 4, 8, 4, 200, 0.020, 1_000_000, 10_000, 10, 500, 100_000, 100, 300)
+QUICK = Sizes(2_000, 4, 8, 2, 50, 0.020, 100_000, 1_000, 10, 200, 10_000, 100, 100)
 
 
 def settings_for(url: str) -> Settings:

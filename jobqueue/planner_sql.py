@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from jobqueue.sql import CLAIM_KEY_OF_J, WORKER_ALIVE
+from jobqueue.sql import CLAIM_KEY_OF_J, QUEUE_MARK_EVERY, WORKER_ALIVE
 
 # Only one process plans at a time; the others skip the pass (held until commit).
 TRY_PLAN_LOCK = text("SELECT pg_try_advisory_xact_lock(7242674513380352)")
 
-# When the last pass ran, with the database clock, both as epoch seconds.
+# When the last pass ran and last wrote the queue marks, with the database clock, all
+# as epoch seconds.
 PLAN_STATE = text("""
     SELECT EXTRACT(EPOCH FROM planned_at)::float AS planned_at,
+           EXTRACT(EPOCH FROM marked_at)::float AS marked_at,
            EXTRACT(EPOCH FROM now())::float AS db_now
     FROM scheduler_state WHERE id = 1
 """)
@@ -149,4 +151,27 @@ INSERT_EXPECTED_STARTS = text("""
     SELECT e.job_id, e.pool, e.worker_name, to_timestamp(e.starts_at)
     FROM unnest(CAST(:job_ids AS uuid[]), CAST(:pools AS text[]), CAST(:workers AS text[]),
                 CAST(:starts_at AS float8[])) AS e(job_id, pool, worker_name, starts_at)
+""")
+
+# Drop every queue mark (written again by the pass, in the same transaction).
+DROP_QUEUE_MARKS = text("DELETE FROM queue_marks")
+
+# Mark every QUEUE_MARK_EVERY-th claimable queued job of each team in each pool with its
+# rank in the team's claim order (ix_jobs_team_rank gives that order: no sort), and
+# record when.
+WRITE_QUEUE_MARKS = text(f"""
+    WITH ranked AS (
+        SELECT pool, team, COALESCE(forced_at, 'infinity'::timestamptz) AS forced_key,
+               -priority AS neg_priority, queued_at, id,
+               row_number() OVER (PARTITION BY pool, team
+                                  ORDER BY COALESCE(forced_at, 'infinity'::timestamptz),
+                                           -priority, queued_at, id) AS rank
+        FROM jobs
+        WHERE status = 'queued' AND (not_before IS NULL OR not_before <= now())
+    ), written AS (
+        INSERT INTO queue_marks (pool, team, forced_key, neg_priority, queued_at, job_id, rank)
+        SELECT pool, team, forced_key, neg_priority, queued_at, id, rank FROM ranked
+        WHERE rank % {QUEUE_MARK_EVERY} = 0
+    )
+    UPDATE scheduler_state SET marked_at = now() WHERE id = 1
 """)

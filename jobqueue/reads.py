@@ -19,7 +19,7 @@ from jobqueue.errors import InvalidCursor, JobNotFound
 from jobqueue.records import Event, Job, LogLine, MetricPoint, Team, WorkerInfo
 from jobqueue.settings import Settings
 from jobqueue.states import JobStatus
-from jobqueue.waiting import LiveWorker, QueueEntry, Scheduling, waiting_reason
+from jobqueue.waiting import LiveWorker, Place, QueueEntry, Scheduling, waiting_reason
 
 _WAITING = (JobStatus.PENDING, JobStatus.QUEUED)
 
@@ -166,7 +166,11 @@ class Reads:
 
     def _job_with_wait(self, conn: Connection, job_id: UUID) -> Job | None:
         """One job, with its position and waiting reason if it waits: one statement."""
-        row = conn.execute(sql.JOB_WITH_WAIT, {"id": job_id, **self._alive()}).mappings().first()
+        row = (
+            conn.execute(sql.JOB_WITH_WAIT, {"id": job_id, **self._alive(), **self._exact()})
+            .mappings()
+            .first()
+        )
         if row is None:
             return None
         job = Job.from_json(row["job"])
@@ -175,20 +179,20 @@ class Reads:
         forced = [
             QueueEntry(
                 id=UUID(f["id"]), name=f["name"], pool=job.pool, kind=f["kind"], gpus=f["gpus"],
-                priority=f["priority"], forced=True, position=None,
+                priority=f["priority"], forced=True, place=None,
             )
             for f in row["wait_forced"] or ()
         ]  # fmt: skip
-        position = row["wait_position"]
+        place = Place.of(row["wait_ahead"], row["wait_ahead_estimate"], self._exact_positions)
         reason = waiting_reason(
             job,
             now=row["db_now"],
-            position=position,
+            place=place,
             pool_queue=forced,
             workers=LiveWorker.many(row["live_workers"]),
             scheduling=Scheduling.of(row["scheduling"]),
         )
-        return job.with_wait(position, reason, row["wait_expected_start"])
+        return _placed(job, place, reason, row["wait_expected_start"])
 
     def _one_with_wait(self, conn: Connection, job: Job) -> Job:
         """``job`` as just written in this transaction, with its wait if it waits."""
@@ -200,6 +204,13 @@ class Reads:
 
     def _alive(self) -> dict[str, float]:
         return {"alive_seconds": self.settings.worker_alive_seconds}
+
+    @property
+    def _exact_positions(self) -> int:
+        return self.settings.exact_positions
+
+    def _exact(self) -> dict[str, int]:
+        return {"exact_positions": self._exact_positions}
 
     def _wait_context(
         self, conn: Connection, ids: Sequence[UUID]
@@ -223,10 +234,15 @@ class Reads:
         if pools:
             if only is None:
                 rows = conn.execute(sql.QUEUE_ORDER, {"pools": list(pools)})
+                for r in rows.mappings():
+                    entry = {k: v for k, v in r.items() if k != "position"}
+                    order[r["pool"]].append(QueueEntry(**entry, place=Place.exact(r["position"])))
             else:
-                rows = conn.execute(sql.QUEUE_ORDER_OF, {"pools": list(pools), "ids": list(only)})
-            for r in rows.mappings():
-                order[r["pool"]].append(QueueEntry(**r))
+                params = {"pools": list(pools), "ids": list(only), **self._exact()}
+                for r in conn.execute(sql.QUEUE_ORDER_OF, params).mappings():
+                    entry = {k: v for k, v in r.items() if k not in ("ahead", "ahead_estimate")}
+                    place = Place.of(r["ahead"], r["ahead_estimate"], self._exact_positions)
+                    order[r["pool"]].append(QueueEntry(**entry, place=place))
         return order
 
     def _with_wait(
@@ -249,16 +265,17 @@ class Reads:
             queued = [j for j in waiting if j.status is JobStatus.QUEUED]
             pools = sorted({j.pool for j in queued})
             order = self._queue_order(conn, pools, only=[j.id for j in queued])
-        positions = {e.id: e.position for entries in order.values() for e in entries}
+        places = {e.id: e.place for entries in order.values() for e in entries}
         queued_ids = [j.id for j in waiting if j.status is JobStatus.QUEUED]
         now, live, scheduling, starts = self._wait_context(conn, queued_ids)
         return [
-            j.with_wait(
-                positions.get(j.id),
+            _placed(
+                j,
+                places.get(j.id),
                 waiting_reason(
                     j,
                     now=now,
-                    position=positions.get(j.id),
+                    place=places.get(j.id),
                     pool_queue=order.get(j.pool, []),
                     workers=live,
                     scheduling=scheduling,
@@ -269,6 +286,14 @@ class Reads:
             else j
             for j in jobs
         ]
+
+
+def _placed(
+    job: Job, place: Place | None, reason: str | None, expected_start_at: datetime | None
+) -> Job:
+    if place is None:
+        return job.with_wait(None, reason, expected_start_at)
+    return job.with_wait(place.position, reason, expected_start_at, place.estimate)
 
 
 def _worker_info(row: Mapping[Any, Any]) -> WorkerInfo:

@@ -14,7 +14,8 @@ from jobqueue.states import JobStatus, allowed_actions
 PUBLIC_FIELDS = (
     "id", "name", "kind", "config", "status", "pool", "team", "owner", "gpus", "priority",
     "forced",
-    "queue_position", "waiting_reason", "expected_start_at", "not_before", "attempt",
+    "queue_position", "queue_position_estimate", "waiting_reason", "expected_start_at",
+    "not_before", "attempt",
     "max_attempts",
     "interruptions", "max_interruptions", "max_runtime_seconds", "preemptible", "preempted",
     "progress", "checkpoint",
@@ -72,7 +73,10 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    #: Exact near the head of the queue (the first ``exact_positions``), else None.
     queue_position: int | None = None
+    #: ``queue_position`` when exact, else an estimate from the pass's queue marks.
+    queue_position_estimate: int | None = None
     waiting_reason: str | None = None
     #: The scheduling pass's estimate (table expected_starts), read with the wait.
     expected_start_at: datetime | None = None
@@ -110,9 +114,14 @@ class Job:
         return self.status is JobStatus.RUNNING and self.requested_action is not None
 
     def with_wait(
-        self, position: int | None, reason: str | None, expected_start_at: datetime | None = None
+        self,
+        position: int | None,
+        reason: str | None,
+        expected_start_at: datetime | None = None,
+        position_estimate: int | None = None,
     ) -> Job:
-        """A copy with its queue position, waiting reason and expected start.
+        """A copy with its queue position (exact, or only estimated), waiting reason and
+        expected start.
 
         A plain copy of the fields: ``dataclasses.replace`` runs ``__init__`` over every
         field again, the largest single cost of building a list page in a profile.
@@ -121,6 +130,7 @@ class Job:
         clone.__dict__.update(
             self.__dict__,
             queue_position=position,
+            queue_position_estimate=position if position is not None else position_estimate,
             waiting_reason=reason,
             expected_start_at=expected_start_at,
         )
@@ -154,7 +164,8 @@ class Job:
 _ROW_FIELDS = [
     f
     for f in dataclasses.fields(Job)
-    if f.name not in ("queue_position", "waiting_reason", "expected_start_at")
+    if f.name
+    not in ("queue_position", "queue_position_estimate", "waiting_reason", "expected_start_at")
 ]
 # The fields a JSON row holds as strings (annotations are strings here: see __future__).
 _JSON_TIMES = [f.name for f in _ROW_FIELDS if f.type in ("datetime", "datetime | None")]

@@ -293,12 +293,32 @@ expected_starts = Table(
     _ts("starts_at", nullable=False),
 )
 
-# One row: when the scheduling pass last ran (any process may run it; one at a time).
+# Every 100th claimable queued job of each team in each pool, in the team's claim
+# order, with its rank there (the number of the team's claimable jobs up to it), as of
+# the scheduling pass's last marking. A job far back in a deep queue gets an estimated
+# position from the mark just ahead of it in each team (sql._ESTIMATED_AHEAD_OF_J)
+# rather than by counting every job ahead. No foreign key: a mark whose job has left
+# the queue still marks a place, and the pass rewrites them all.
+queue_marks = Table(
+    "queue_marks",
+    metadata,
+    Column("pool", Text, primary_key=True),
+    Column("team", Text, primary_key=True),
+    _ts("forced_key", primary_key=True),
+    Column("neg_priority", Integer, primary_key=True),
+    _ts("queued_at", primary_key=True),
+    Column("job_id", UUID(as_uuid=True), primary_key=True),
+    Column("rank", BigInteger, nullable=False),
+)
+
+# One row: when the scheduling pass last ran and last wrote the queue marks (any
+# process may run it; one at a time).
 scheduler_state = Table(
     "scheduler_state",
     metadata,
     Column("id", Integer, primary_key=True),
     _ts("planned_at"),
+    _ts("marked_at"),
     CheckConstraint("id = 1", name="single_row"),
 )
 

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     #: Queued jobs per pool the pass plans (reservations, expected starts); the rest
     #: have no expected start yet.
     plan_depth: int = Field(default=100, ge=1, le=10_000)
+    #: A queued job's position is exact among the first this many of its pool (counted
+    #: on every read); further back it is estimated from the scheduling pass's queue
+    #: marks, so that reading a job costs the same however deep the queue.
+    exact_positions: int = Field(default=500, ge=1, le=100_000)
     #: A job never preempted before it has run this long (against thrashing).
     preempt_min_runtime_seconds: float = Field(default=600, ge=0)
     #: A job of a team below its fair share that has waited this long may preempt.

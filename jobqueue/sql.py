@@ -224,26 +224,92 @@ QUEUE_ORDER = text(f"""
     ORDER BY j.pool, position
 """)
 
-# How many claimable queued jobs of its pool are ahead of the job ``j`` in claim order:
-# an index range of ix_jobs_queue_rank down to j's priority, the fair-share lead
-# deciding among equal priorities.
-_JOBS_AHEAD_OF_J = f"""
-    SELECT count(*) FROM jobs ahead
-    WHERE ahead.status = 'queued' AND ahead.pool = j.pool
-      AND (ahead.not_before IS NULL OR ahead.not_before <= now())
-      AND (COALESCE(ahead.forced_at, 'infinity'::timestamptz), -ahead.priority)
-        <= (COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority)
-      AND (COALESCE(ahead.forced_at, 'infinity'::timestamptz), -ahead.priority,
-           {_fair_queued_at("ahead")}, ahead.id)
-        < ({CLAIM_KEY_OF_J})
+#: Every how many claimable queued jobs of a team (per pool) the scheduling pass leaves
+#: a queue mark (table queue_marks).
+QUEUE_MARK_EVERY = 100
+
+# Within one team the claim order is ix_jobs_team_rank's (a team's jobs share one lead),
+# so "job a of team s is ahead of job j" is one index range: a's key in its team's order
+# below j's claim key with the two teams' leads taken out, this bound.
+_BOUND_IN_TEAM_S = """(
+    COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority,
+    j.queued_at
+      - make_interval(secs => COALESCE((SELECT t.lead_seconds FROM team_standing t
+                                        WHERE t.team = j.team), 0))
+      + make_interval(secs => s.lead_seconds),
+    j.id)"""
+_KEY_IN_TEAM_OF_A = """(
+    COALESCE(a.forced_at, 'infinity'::timestamptz), -a.priority, a.queued_at, a.id)"""
+_CLAIMABLE_A_OF_TEAM_S = """
+    a.status = 'queued' AND a.pool = j.pool AND a.team = s.team
+    AND (a.not_before IS NULL OR a.not_before <= now())"""
+
+# How many claimable queued jobs of its pool are ahead of the job ``j`` in claim order,
+# counted up to :exact_positions and no further: team by team (every team in play has a
+# team_standing row, as the claim reads them), each an index range. Counting stops at
+# the limit, so the cost is bounded whatever the depth; a job with :exact_positions
+# ahead gets an estimate instead (_ESTIMATED_AHEAD_OF_J).
+_EXACT_AHEAD_OF_J = f"""
+    SELECT count(*) FROM (
+        SELECT 1 FROM team_standing s CROSS JOIN LATERAL (
+            SELECT 1 FROM jobs a
+            WHERE {_CLAIMABLE_A_OF_TEAM_S} AND {_KEY_IN_TEAM_OF_A} < {_BOUND_IN_TEAM_S}
+            LIMIT :exact_positions
+        ) in_team
+        LIMIT :exact_positions
+    ) counted
+"""
+
+# About how many claimable queued jobs of its pool are ahead of the job ``j``: per team,
+# the rank of the last queue mark ahead of j (as of the pass's last marking) plus the
+# team's jobs between that mark (or the team's first job) and j, counted up to
+# QUEUE_MARK_EVERY. A few index probes per team. Off by the jobs that left or joined the
+# queue ahead of j since the marking; null when no pass has marked the queues yet.
+_ESTIMATED_AHEAD_OF_J = f"""
+    SELECT CASE WHEN (SELECT marked_at FROM scheduler_state WHERE id = 1) IS NOT NULL
+                THEN sum(COALESCE(m.rank, 0) + past.n)::bigint END
+    FROM team_standing s
+    LEFT JOIN LATERAL (
+        SELECT m.rank, m.forced_key, m.neg_priority, m.queued_at, m.job_id FROM queue_marks m
+        WHERE m.pool = j.pool AND m.team = s.team
+          AND (m.forced_key, m.neg_priority, m.queued_at, m.job_id) < {_BOUND_IN_TEAM_S}
+        ORDER BY m.forced_key DESC, m.neg_priority DESC, m.queued_at DESC, m.job_id DESC
+        LIMIT 1
+    ) m ON true
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM (
+            SELECT 1 FROM jobs a
+            WHERE {_CLAIMABLE_A_OF_TEAM_S} AND {_KEY_IN_TEAM_OF_A} < {_BOUND_IN_TEAM_S}
+              AND {_KEY_IN_TEAM_OF_A} > (
+                  COALESCE(m.forced_key, '-infinity'::timestamptz),
+                  COALESCE(m.neg_priority, -2147483648),
+                  COALESCE(m.queued_at, '-infinity'::timestamptz),
+                  COALESCE(m.job_id, '00000000-0000-0000-0000-000000000000'::uuid))
+            LIMIT {QUEUE_MARK_EVERY}
+        ) past_mark
+    ) past
+"""
+
+# The jobs ahead of ``j`` (see _EXACT_AHEAD_OF_J) as a lateral row ``ahead(n)``, for a
+# job that could be claimed now; no row otherwise.
+_AHEAD_OF_J_LATERAL = f"""
+    LEFT JOIN LATERAL (
+        SELECT ({_EXACT_AHEAD_OF_J}) AS n
+        WHERE j.status = 'queued' AND (j.not_before IS NULL OR j.not_before <= now())
+          {{only}}
+    ) ahead ON true
 """
 
 # Only the rows waiting reasons need: the pools' forced jobs (they hold others back; no
-# rank) and the jobs :ids with their rank, instead of ranking every queued job of the pool.
+# rank) and the jobs :ids with the jobs ahead of them (``ahead``, counted up to
+# :exact_positions; ``ahead_estimate`` beyond), instead of ranking every queued job.
 QUEUE_ORDER_OF = text(f"""
     SELECT j.id, j.name, j.pool, j.kind, j.gpus, j.priority, j.forced_at IS NOT NULL AS forced,
-           CASE WHEN j.id = ANY(:ids) THEN 1 + ({_JOBS_AHEAD_OF_J}) END AS position
+           ahead.n AS ahead,
+           CASE WHEN ahead.n >= :exact_positions THEN ({_ESTIMATED_AHEAD_OF_J}) END
+               AS ahead_estimate
     FROM jobs j
+    {_AHEAD_OF_J_LATERAL.format(only="AND j.id = ANY(:ids)")}
     WHERE j.status = 'queued' AND j.pool = ANY(:pools)
       AND (j.not_before IS NULL OR j.not_before <= now())
       AND (j.forced_at IS NOT NULL OR j.id = ANY(:ids))
@@ -348,15 +414,17 @@ WAIT_CONTEXT = text(f"""
 
 # One job with all its waiting reason needs, in one round trip (the GET of a job, which
 # a UI polls): the row as one JSON value (column job, see Job.from_json), the columns of
-# WAIT_CONTEXT and, for a queued job, its expected start (wait_expected_start), its rank
-# (wait_position, null before not_before) and its pool's claimable forced jobs
+# WAIT_CONTEXT and, for a queued job, its expected start (wait_expected_start), the jobs
+# ahead of it (wait_ahead up to :exact_positions, null before not_before; beyond it
+# wait_ahead_estimate) and its pool's claimable forced jobs
 # (wait_forced, a JSON array in force order, null when there are none). Each subquery
 # sits in a CASE so that it runs only for a queued job.
 JOB_WITH_WAIT = text(f"""
     SELECT to_jsonb(j) AS job,
            now() AS db_now,
-           CASE WHEN j.status = 'queued' AND (j.not_before IS NULL OR j.not_before <= now())
-                THEN 1 + ({_JOBS_AHEAD_OF_J}) END AS wait_position,
+           ahead.n AS wait_ahead,
+           CASE WHEN ahead.n >= :exact_positions THEN ({_ESTIMATED_AHEAD_OF_J}) END
+               AS wait_ahead_estimate,
            CASE WHEN j.status = 'queued' THEN (
                SELECT jsonb_agg(jsonb_build_object(
                           'id', f.id, 'name', f.name, 'kind', f.kind, 'gpus', f.gpus,
@@ -371,13 +439,15 @@ JOB_WITH_WAIT = text(f"""
                SELECT e.starts_at FROM expected_starts e WHERE e.job_id = j.id) END
                AS wait_expected_start
     FROM jobs j
+    {_AHEAD_OF_J_LATERAL.format(only="")}
     WHERE j.id = :id
 """).columns(
     # Typed columns in the order selected: SQLAlchemy then keeps the result's column
     # map with the compiled statement instead of rebuilding it on every execution.
     column("job", JSONB),
     column("db_now", DateTime(timezone=True)),
-    column("wait_position", Integer),
+    column("wait_ahead", Integer),
+    column("wait_ahead_estimate", Integer),
     column("wait_forced", JSONB),
     column("live_workers", JSONB),
     column("scheduling", JSONB),

@@ -93,6 +93,42 @@ class Scheduling:
 
 
 @dataclasses.dataclass(frozen=True)
+class Place:
+    """Where a claimable queued job stands in its pool's claim order.
+
+    Exact near the head: the jobs ahead are counted up to ``exact_positions`` and no
+    further, so that reading a job far back costs no more than reading the first. Past
+    that range only an estimate is known (from the scheduling pass's queue marks; None
+    when the pass has not marked the queue).
+    """
+
+    #: The exact 1-based position; None past the exact range.
+    position: int | None
+    #: The exact position when known, else the estimate (None: unknown).
+    estimate: int | None
+    #: Past the exact range: its size (the job has more than this many jobs ahead).
+    beyond: int | None = None
+
+    @classmethod
+    def exact(cls, position: int) -> Place:
+        return cls(position, position)
+
+    @classmethod
+    def of(
+        cls, ahead: int | None, ahead_estimate: int | None, exact_positions: int
+    ) -> Place | None:
+        """From the jobs counted ahead (up to ``exact_positions``) and the marks' estimate;
+        None for a job that cannot be claimed now (no count)."""
+        if ahead is None:
+            return None
+        if ahead < exact_positions:
+            return cls.exact(ahead + 1)
+        if ahead_estimate is None:
+            return cls(None, None, exact_positions)
+        return cls(None, max(ahead_estimate, exact_positions) + 1, exact_positions)
+
+
+@dataclasses.dataclass(frozen=True)
 class QueueEntry:
     """A claimable queued job and its rank in its pool's claim order."""
 
@@ -104,14 +140,18 @@ class QueueEntry:
     priority: int
     forced: bool
     #: None for rows read only for what they hold back (see sql.QUEUE_ORDER_OF).
-    position: int | None
+    place: Place | None
+
+    @property
+    def position(self) -> int | None:
+        return None if self.place is None else self.place.position
 
 
 def waiting_reason(
     job: Job,
     *,
     now: datetime,
-    position: int | None,
+    place: Place | None,
     pool_queue: Sequence[QueueEntry],
     workers: Sequence[Capacity],
     scheduling: Scheduling | None = None,
@@ -164,16 +204,29 @@ def waiting_reason(
     held = _held_back_by_reservation(job, knowing, scheduling.reservations, now)
     if held is not None:
         return held
-    ahead = (position or 1) - 1
+    behind = _behind(place)
     standing = scheduling.standings.get(job.team)
-    if ahead > 0 and standing is not None and standing[0] > standing[1]:
+    if behind is not None and standing is not None and standing[0] > standing[1]:
         return (
             f"team {job.team} used {standing[0]:.0%} of recent GPU time for a "
-            f"{standing[1]:.0%} share: behind {ahead} job{'s' if ahead != 1 else ''}"
+            f"{standing[1]:.0%} share: {behind}"
         )
-    if ahead == 0:
+    if behind is None:
         return "next in line: a worker will claim it shortly"
-    return f"behind {ahead} job{'s' if ahead != 1 else ''}"
+    return behind
+
+
+def _behind(place: Place | None) -> str | None:
+    """ "behind N jobs" (exact), "behind about N jobs" (estimated) or "behind more than
+    N jobs" (past the exact range, no estimate); None for the first in line."""
+    if place is None or place.position == 1:
+        return None
+    if place.position is not None:
+        ahead = place.position - 1
+        return f"behind {ahead} job{'s' if ahead != 1 else ''}"
+    if place.estimate is not None:
+        return f"behind about {place.estimate - 1:,} jobs"
+    return f"behind more than {place.beyond:,} jobs"
 
 
 def _held_back_by_reservation(

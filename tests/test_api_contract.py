@@ -22,7 +22,8 @@ JOB = {
     **dict.fromkeys([
         "id", "name", "kind", "config", "status", "pool", "team", "owner", "gpus", "priority",
         "forced",
-        "queue_position", "waiting_reason", "not_before", "attempt", "max_attempts",
+        "queue_position", "queue_position_estimate", "waiting_reason", "not_before", "attempt",
+        "max_attempts",
         "interruptions", "max_interruptions", "max_runtime_seconds", "requested_action",
         "termination_reason",
         "exit_code", "signal", "error_message", "log_tail", "idempotency_key", "created_at",

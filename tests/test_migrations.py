@@ -355,6 +355,29 @@ def test_0007_moves_expected_starts_to_their_own_table_and_back(empty_url, empty
     assert_at_head(empty_engine)
 
 
+def test_0008_adds_the_queue_marks_and_its_downgrade_drops_them(empty_url, empty_engine):
+    migrate.upgrade(empty_url, "0007")
+    queued = uuid4()
+    with empty_engine.begin() as conn:
+        insert_old_job(conn, queued)
+    migrate.upgrade(empty_url, "0008")
+    with empty_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO queue_marks (pool, team, forced_key, neg_priority, queued_at,"
+                " job_id, rank) SELECT pool, team, 'infinity', -priority, queued_at, id, 100"
+                " FROM jobs"
+            )
+        )
+        conn.execute(text("UPDATE scheduler_state SET marked_at = now()"))
+    migrate.downgrade(empty_url, "0007")
+    with empty_engine.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass('queue_marks')")).scalar_one() is None
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 1
+    migrate.upgrade(empty_url)
+    assert_at_head(empty_engine)
+
+
 # -- offline SQL ----------------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from jobqueue.outcomes import (
 )
 from jobqueue.records import Job, WorkerInfo
 from jobqueue.states import JobStatus
-from jobqueue.waiting import QueueEntry, waiting_reason
+from jobqueue.waiting import Place, QueueEntry, waiting_reason
 
 S = JobStatus
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -110,7 +110,7 @@ def entry(job: Job, position: int) -> QueueEntry:
         gpus=job.gpus,
         priority=job.priority,
         forced=job.forced,
-        position=position,
+        place=Place.exact(position),
     )
 
 
@@ -118,11 +118,11 @@ def reason(job: Job, *, queue: list[Job] | None = None, workers=None) -> str | N
     """The job's waiting reason with ``queue`` (its pool, claim order) and ``workers``."""
     queue = [job] if queue is None else queue
     entries = [entry(j, i) for i, j in enumerate(queue, start=1)]
-    position = next((e.position for e in entries if e.id == job.id), None)
+    place = next((e.place for e in entries if e.id == job.id), None)
     return waiting_reason(
         job,
         now=NOW,
-        position=position,
+        place=place,
         pool_queue=entries,
         workers=[make_worker()] if workers is None else workers,
     )
@@ -392,7 +392,24 @@ def test_the_first_obstacle_a_person_would_check_wins():
 def test_with_wait_is_a_frozen_copy_that_changes_only_the_wait():
     job = make_job(status=JobStatus.QUEUED)
     waiting = job.with_wait(3, "behind 2 jobs")
-    assert waiting == dataclasses.replace(job, queue_position=3, waiting_reason="behind 2 jobs")
+    assert waiting == dataclasses.replace(
+        job, queue_position=3, queue_position_estimate=3, waiting_reason="behind 2 jobs"
+    )
     assert (job.queue_position, job.waiting_reason) == (None, None)
+    far = job.with_wait(None, "behind about 900 jobs", None, 901)
+    assert (far.queue_position, far.queue_position_estimate) == (None, 901)
     with pytest.raises(dataclasses.FrozenInstanceError):
         waiting.priority = 1  # type: ignore[misc]
+
+
+def test_a_place_past_the_exact_range_says_about_or_more_than():
+    job = make_job()
+    far = waiting_reason(job, now=NOW, place=Place.of(500, 12_345, 500), pool_queue=[],
+                         workers=[make_worker()])  # fmt: skip
+    assert far == "behind about 12,345 jobs"
+    unmarked = waiting_reason(job, now=NOW, place=Place.of(500, None, 500), pool_queue=[],
+                              workers=[make_worker()])  # fmt: skip
+    assert unmarked == "behind more than 500 jobs"
+    # The marks' estimate never says less than the jobs counted exactly.
+    assert Place.of(500, 120, 500) == Place(None, 501, 500)
+    assert Place.of(499, None, 500) == Place(500, 500)

@@ -195,7 +195,7 @@ function jobsView(mine) {
         h("td", {}, h("a", { href: `#/jobs/${job.id}` }, job.name)),
         h("td", {}, badge(job)),
         h("td", {}, progressBar(job.progress)),
-        h("td", { title: job.waiting_reason || "" }, job.queue_position ? `#${job.queue_position}` : ""),
+        h("td", { title: job.waiting_reason || "" }, queuePlace(job, "")),
         h("td", {}, job.pool), h("td", { "data-testid": "job-team" }, job.team), h("td", {}, job.owner),
         h("td", {}, job.gpus), h("td", {}, when(job.created_at))))
         : h("tr", {}, h("td", { colspan: 9, class: "empty" }, "No jobs match.")))));
@@ -261,11 +261,18 @@ function recoveryCard(job, error, act) {
     message);
 }
 
+// "#12" when exact; "~#12,300" when only estimated (far back in a deep queue).
+function queuePlace(job, none) {
+  if (job.queue_position) return `#${job.queue_position}`;
+  if (job.queue_position_estimate) return `~#${job.queue_position_estimate.toLocaleString("en")}`;
+  return none;
+}
+
 function jobFacts(job) {
   const facts = [
     ["Kind", job.kind], ["Pool", job.pool], ["Team", job.team], ["Owner", job.owner], ["GPUs", job.gpus],
     ["Time limit", job.max_runtime_seconds ? `${job.max_runtime_seconds} s` : "none"], ["Priority", job.priority + (job.forced ? " (forced)" : "")],
-    ["Queue position", job.queue_position ? `#${job.queue_position}` : "–"],
+    ["Queue position", queuePlace(job, "–")],
     ["Waiting", job.waiting_reason || "–"],
     ["Expected start", job.expected_start_at ? when(job.expected_start_at) : "–"],
     ["Preemptible", job.preemptible ? `yes (preempted ${job.preempted} times)` : "no"],

@@ -15,14 +15,16 @@ CONFIG_SQL = """'{"model": "resnet50", "lr": 0.001, "epochs": 10, "batch_size": 
 CONFIG = {"model": "resnet50", "lr": 0.001, "epochs": 10, "batch_size": 256}
 
 
-def load_queued_jobs(conn: psycopg.Connection, count: int) -> None:
-    """``count`` queued jobs (and their submit events) in one INSERT … SELECT each."""
+def load_queued_jobs(conn: psycopg.Connection, count: int, *, teams: int = 1) -> None:
+    """``count`` queued jobs (and their submit events) in one INSERT … SELECT each; with
+    ``teams`` above 1, dealt round-robin to teams ``team-0``, ``team-1``, …"""
+    team = "'default'" if teams == 1 else "'team-' || mod(g, %(teams)s)"
     conn.execute(
         f"""
         WITH new AS (
-            INSERT INTO jobs (name, kind, config, status, pool, gpus, priority, queued_at,
+            INSERT INTO jobs (name, kind, config, status, pool, team, gpus, priority, queued_at,
                               max_attempts, max_interruptions)
-            SELECT 'bench-' || g, '{KIND}', {CONFIG_SQL}, 'queued', '{POOL}', 0, 50,
+            SELECT 'bench-' || g, '{KIND}', {CONFIG_SQL}, 'queued', '{POOL}', {team}, 0, 50,
                    now() + g * interval '1 microsecond', 3, 10
             FROM generate_series(1, %(count)s) AS g
             RETURNING id
@@ -30,7 +32,7 @@ def load_queued_jobs(conn: psycopg.Connection, count: int) -> None:
         INSERT INTO job_events (job_id, from_status, to_status, action, actor)
         SELECT id, NULL, 'queued', 'submit', 'bench' FROM new
         """,
-        {"count": count},
+        {"count": count, "teams": teams},
     )
 
 

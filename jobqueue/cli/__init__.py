@@ -12,12 +12,15 @@ import json
 import os
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import click
 
 from jobqueue.errors import JobqueueError
+
+if TYPE_CHECKING:
+    from jobqueue.records import Job
 
 
 def _settings():
@@ -211,11 +214,20 @@ def list_jobs(statuses: tuple[str, ...], pool: str | None, team: str | None, lim
     """List jobs, newest first: id, status, queue position, pool, team, owner, name."""
     jobs, _ = _queue().list_jobs(statuses=list(statuses) or None, pool=pool, team=team, limit=limit)
     for job in jobs:
-        where = f"#{job.queue_position}" if job.queue_position else ""
+        where = _place(job)
         click.echo(
             f"{job.id}  {job.status.value:<9} {where:<5} {job.pool:<10} {job.team:<12} "
             f"{job.owner:<16} {job.name}"
         )
+
+
+def _place(job: Job) -> str:
+    """ "#12" when exact, "~#12300" when only estimated (far back in a deep queue)."""
+    if job.queue_position:
+        return f"#{job.queue_position}"
+    if job.queue_position_estimate:
+        return f"~#{job.queue_position_estimate}"
+    return ""
 
 
 @main.command()
