@@ -13,7 +13,7 @@ from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from sqlalchemy import Engine
 
-from api import auth, errors, health, jobs, monitor, openapi, overview, teams
+from api import auth, errors, health, jobs, monitor, openapi, overview, sweeps, teams
 from api.metrics import ApiMetrics
 from jobqueue.db import make_engine
 from jobqueue.looper import Looper
@@ -108,7 +108,7 @@ def create_app(
 
     metrics.install(app)
     errors.register(app)
-    for blueprint in (jobs.bp, overview.bp, teams.bp, health.bp, monitor.bp):
+    for blueprint in (jobs.bp, sweeps.bp, overview.bp, teams.bp, health.bp, monitor.bp):
         app.register_blueprint(blueprint)
 
     if background:

@@ -17,8 +17,11 @@ from jobqueue.errors import (
     JobNotFound,
     JobqueueError,
     OtherTeam,
+    SweepIdempotencyConflict,
+    SweepNotFound,
 )
 from jobqueue.specs import ConfigTooLarge, Unstorable
+from jobqueue.sweep_specs import SweepItemsInvalid, describe
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +53,7 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
+    return describe(exc)
 
 
 def validation_code(exc: ValidationError) -> str:
@@ -97,6 +97,19 @@ def register(app: Flask) -> None:
     def _other_team(exc: OtherTeam):
         details = {"id": str(exc.job_id), "job_team": exc.job_team, "team": exc.team}
         return error_response(403, "forbidden", str(exc), details)
+
+    @app.errorhandler(SweepItemsInvalid)
+    def _sweep_items(exc: SweepItemsInvalid):
+        return error_response(400, "invalid_items", str(exc), {"items": exc.items})
+
+    @app.errorhandler(SweepNotFound)
+    def _sweep_not_found(exc: SweepNotFound):
+        return error_response(404, "not_found", str(exc), {"id": str(exc.sweep_id)})
+
+    @app.errorhandler(SweepIdempotencyConflict)
+    def _sweep_idempotency(exc: SweepIdempotencyConflict):
+        details = {"idempotency_key": exc.key, "id": str(exc.sweep_id)}
+        return error_response(409, "idempotency_conflict", str(exc), details)
 
     @app.errorhandler(InvalidCursor)
     def _cursor(exc: InvalidCursor):

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
-from api.auth import actor, token
+from api.acting import acting, count, queue, submitting_team
+from api.auth import actor
 from api.errors import ApiError
 from api.requests import int_arg, job_id, json_body, str_arg
-from jobqueue.queue import JobQueue
 from jobqueue.records import Job
 from jobqueue.specs import CancelBody, EmptyBody, JobPatch, JobSpec, MarkFailedBody, RetryBody
 from jobqueue.states import JobStatus
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/training")
-
-
-def _queue() -> JobQueue:
-    return current_app.extensions["jobqueue"]
-
-
-def _acting() -> JobQueue:
-    """The queue as the caller may change it: an admin's every team, an operator's own."""
-    caller = token()
-    if caller.role == "admin":
-        return _queue()
-    return _queue().for_team(caller.team)
-
-
-def _count(action: str) -> None:
-    current_app.extensions["jobqueue.metrics"].actions.labels(action=action).inc()
 
 
 def _job(job: Job, status: int = 200):
@@ -38,22 +22,17 @@ def _job(job: Job, status: int = 200):
 def _acted(action: str, job: Job):
     """Count the accepted action; 200 when done, 202 while a running job's worker
     carries the request out."""
-    _count(action)
+    count(action)
     return _job(job, 202 if job.stopping else 200)
 
 
 @bp.post("")
 def submit():
     spec = json_body(JobSpec)
-    caller = token()
-    if spec.team is None:
-        spec = spec.model_copy(update={"team": caller.team})
-    elif spec.team != caller.team and caller.role != "admin":
-        raise ApiError(403, "forbidden", f"this token submits for team {caller.team}, "
-                       f"not {spec.team}", team=caller.team, job_team=spec.team)  # fmt: skip
-    job, created = _queue().submit(spec, actor=actor())
+    spec = spec.model_copy(update={"team": submitting_team(spec.team)})
+    job, created = queue().submit(spec, actor=actor())
     if created:
-        _count("submit")
+        count("submit")
     return _job(job, 201 if created else 200)
 
 
@@ -66,7 +45,7 @@ def list_jobs():
         raise ApiError(
             400, "invalid", f"unknown status {unknown[0]!r}", field="status", allowed=sorted(known)
         )
-    jobs, next_cursor = _queue().list_jobs(
+    jobs, next_cursor = queue().list_jobs(
         statuses=statuses or None,
         pool=str_arg("pool"),
         team=str_arg("team"),
@@ -79,21 +58,21 @@ def list_jobs():
 
 @bp.get("/<raw_id>")
 def get_job(raw_id: str):
-    return _job(_queue().get(job_id(raw_id)))
+    return _job(queue().get(job_id(raw_id)))
 
 
 @bp.patch("/<raw_id>")
 def patch_job(raw_id: str):
     patch = json_body(JobPatch)
-    job = _acting().patch(job_id(raw_id), actor=actor(), priority=patch.priority, pool=patch.pool)
-    _count("patch")
+    job = acting().patch(job_id(raw_id), actor=actor(), priority=patch.priority, pool=patch.pool)
+    count("patch")
     return _job(job)
 
 
 @bp.get("/<raw_id>/events")
 def events(raw_id: str):
     after = int_arg("after", 0, low=0, high=2**62)
-    items = _queue().events(job_id(raw_id), after=after)
+    items = queue().events(job_id(raw_id), after=after)
     return jsonify({"items": [e.public() for e in items]})
 
 
@@ -101,7 +80,7 @@ def events(raw_id: str):
 def logs(raw_id: str):
     after = int_arg("after", 0, low=0, high=2**62)
     limit = int_arg("limit", 1000, low=1, high=10_000)
-    lines, next_n = _queue().logs(job_id(raw_id), after=after, limit=limit)
+    lines, next_n = queue().logs(job_id(raw_id), after=after, limit=limit)
     return jsonify({"lines": [line.public() for line in lines], "next": next_n})
 
 
@@ -109,50 +88,50 @@ def logs(raw_id: str):
 def metrics(raw_id: str):
     limit = int_arg("limit", 2000, low=1, high=10_000)
     after = int_arg("after", -1, low=0, high=2**62)
-    points = _queue().metrics(job_id(raw_id), after=None if after < 0 else after, limit=limit)
+    points = queue().metrics(job_id(raw_id), after=None if after < 0 else after, limit=limit)
     return jsonify({"points": [p.public() for p in points]})
 
 
 @bp.post("/<raw_id>/release")
 def release(raw_id: str):
     json_body(EmptyBody, optional=True)
-    return _acted("release", _acting().release(job_id(raw_id), actor=actor()))
+    return _acted("release", acting().release(job_id(raw_id), actor=actor()))
 
 
 @bp.post("/<raw_id>/force-start")
 def force_start(raw_id: str):
     json_body(EmptyBody, optional=True)
-    return _acted("force-start", _acting().force_start(job_id(raw_id), actor=actor()))
+    return _acted("force-start", acting().force_start(job_id(raw_id), actor=actor()))
 
 
 @bp.post("/<raw_id>/pause")
 def pause(raw_id: str):
     body = json_body(EmptyBody, optional=True)
-    return _acted("pause", _acting().pause(job_id(raw_id), actor=actor(), reason=body.reason))
+    return _acted("pause", acting().pause(job_id(raw_id), actor=actor(), reason=body.reason))
 
 
 @bp.post("/<raw_id>/resume")
 def resume(raw_id: str):
     json_body(EmptyBody, optional=True)
-    return _acted("resume", _acting().resume(job_id(raw_id), actor=actor()))
+    return _acted("resume", acting().resume(job_id(raw_id), actor=actor()))
 
 
 @bp.post("/<raw_id>/cancel")
 def cancel(raw_id: str):
     body = json_body(CancelBody, optional=True)
-    outcome = _acting().cancel(job_id(raw_id), actor=actor(), force=body.force, reason=body.reason)
+    outcome = acting().cancel(job_id(raw_id), actor=actor(), force=body.force, reason=body.reason)
     return _acted("cancel", outcome)
 
 
 @bp.post("/<raw_id>/mark-failed")
 def mark_failed(raw_id: str):
     body = json_body(MarkFailedBody)
-    outcome = _acting().mark_failed(job_id(raw_id), actor=actor(), reason=body.reason)
+    outcome = acting().mark_failed(job_id(raw_id), actor=actor(), reason=body.reason)
     return _acted("mark-failed", outcome)
 
 
 @bp.post("/<raw_id>/retry")
 def retry(raw_id: str):
     body = json_body(RetryBody, optional=True)
-    job = _acting().retry(job_id(raw_id), actor=actor(), from_checkpoint=body.from_checkpoint)
+    job = acting().retry(job_id(raw_id), actor=actor(), from_checkpoint=body.from_checkpoint)
     return _acted("retry", job)

@@ -20,6 +20,7 @@ from jobqueue.specs import (
     TeamSpec,
 )
 from jobqueue.states import JobStatus
+from jobqueue.sweep_specs import SWEEP_JOB_ORDERS, SweepPatch, SweepSpec
 
 REF = "#/components/schemas/{model}"
 
@@ -43,7 +44,15 @@ def _q(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dic
 
 
 _ID = "/api/training/{id}"
+_SWEEP = "/api/sweeps/{id}"
 _ACTION_ERRORS = (400, 401, 403, 404, 409, 413, 415)
+_BULK_ERRORS = (400, 401, 403, 404, 413, 415)
+
+
+def _bulk(name: str, summary: str, body: type[BaseModel]) -> Route:
+    return Route("post", f"{_SWEEP}/{name}", summary, {200: schemas.SweepOutcome}, body=body,
+                 errors=_BULK_ERRORS)  # fmt: skip
+
 
 ROUTES: tuple[Route, ...] = (
     Route("post", "/api/training", "Submit a job", {201: schemas.Job, 200: schemas.Job},
@@ -92,6 +101,38 @@ ROUTES: tuple[Route, ...] = (
           errors=_ACTION_ERRORS),
     Route("post", _ID + "/retry", "New attempt of a failed or cancelled job",
           {200: schemas.Job}, body=RetryBody, errors=_ACTION_ERRORS),
+    Route("post", "/api/sweeps", "Submit a sweep (configs or a grid over one job body) or a "
+          "bulk of whole job bodies: every item valid, or nothing is created",
+          {201: schemas.SweepSubmitted, 200: schemas.SweepSubmitted}, body=SweepSpec,
+          body_required=True, errors=(400, 401, 403, 409, 413, 415)),
+    Route("get", "/api/sweeps", "List sweeps, newest first, with their summaries",
+          {200: schemas.SweepList},
+          query=(_q("team", {"type": "string"}, "only this team's sweeps"),
+                 _q("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                    "page size"),
+                 _q("cursor", {"type": "string"}, "next_cursor of the previous page")),
+          errors=(400, 401, 403)),
+    Route("get", _SWEEP, "One sweep: counts by status, held jobs, best job",
+          {200: schemas.Sweep}),
+    Route("get", _SWEEP + "/jobs", "The sweep's jobs: configs beside latest metrics",
+          {200: schemas.SweepJobList},
+          query=(_q("sort", {"type": "string", "enum": list(SWEEP_JOB_ORDERS),
+                             "default": "index"}, "order by; metric needs metric=<name>"),
+                 _q("metric", {"type": "string"}, "the reported metric sort=metric orders by"),
+                 _q("order", {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
+                    "direction (jobs without the value last)"),
+                 _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                              "default": 100}, "page size"),
+                 _q("offset", {"type": "integer", "minimum": 0, "default": 0}, "rows to skip"))),
+    Route("patch", _SWEEP, "Change the waiting jobs' priority and/or max_running (null: no "
+          "cap)", {200: schemas.SweepOutcome}, body=SweepPatch, body_required=True,
+          errors=_BULK_ERRORS),
+    _bulk("release", "Queue the sweep's held jobs", EmptyBody),
+    _bulk("force-start", "Force-start the sweep's pending and queued jobs", EmptyBody),
+    _bulk("pause", "Pause the sweep's jobs (running ones by their workers)", EmptyBody),
+    _bulk("resume", "Resume the sweep's paused jobs", EmptyBody),
+    _bulk("cancel", "Cancel the sweep's jobs (running ones by their workers)", CancelBody),
+    _bulk("retry", "Retry the sweep's failed jobs", RetryBody),
     Route("get", "/api/queue", "Claimable jobs per pool in claim order", {200: schemas.Queue},
           errors=(401, 403)),
     Route("get", "/api/workers", "Workers, their GPUs and running jobs",

@@ -42,11 +42,12 @@ def json_body(model: type[M], *, optional: bool = False) -> M:
     return model.model_validate(payload)
 
 
-def job_id(raw: str) -> UUID:
+def job_id(raw: str, *, what: str = "job") -> UUID:
+    """A path's id (a job's, or a sweep's with ``what``): a UUID, else 400 ``bad_id``."""
     try:
         return UUID(raw)
     except ValueError as exc:
-        raise ApiError(400, "bad_id", f"{raw!r} is not a job id (a UUID)", id=raw) from exc
+        raise ApiError(400, "bad_id", f"{raw!r} is not a {what} id (a UUID)", id=raw) from exc
 
 
 def str_arg(name: str) -> str | None:

@@ -92,6 +92,9 @@ class Job(_Out):
     error_message: str | None
     log_tail: list[str] | None
     idempotency_key: str | None
+    #: The sweep it was submitted in and its index there (from 0); null for a lone job.
+    sweep_id: UUID | None
+    sweep_index: int | None
     created_at: datetime
     queued_at: datetime
     started_at: datetime | None
@@ -232,6 +235,89 @@ class TeamList(_Out):
 
 class Pruned(_Out):
     deleted: int
+
+
+class SweepObjective(_Out):
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class SweepBest(_Out):
+    """Its best job so far by the objective's metric (each job's latest report)."""
+
+    job_id: UUID
+    index: int
+    name: str
+    metric: str
+    value: float
+
+
+class Sweep(_Out):
+    id: UUID
+    name: str
+    team: str
+    owner: str
+    #: At most this many of its jobs run (or wait admitted) at once; null: no cap.
+    max_running: int | None
+    objective: SweepObjective | None
+    #: The jobs this sweep created.
+    job_count: int
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    #: Its jobs by status (every status, 0 where none).
+    counts: dict[Status, int]
+    #: Queued jobs its cap holds back (not claimable until one of its jobs ends).
+    held: int
+    best: SweepBest | None
+
+
+class SweepList(_Out):
+    items: list[Sweep]
+    next_cursor: str | None
+
+
+class SweepItem(_Out):
+    index: int
+    id: UUID
+    #: False: a bulk item whose idempotency_key named a job that already existed.
+    created: bool
+
+
+class SweepSubmitted(_Out):
+    sweep: Sweep
+    jobs: list[SweepItem]
+
+
+class SweepJob(_Out):
+    """A row of a sweep's table: a job's config beside its latest metrics."""
+
+    id: UUID
+    sweep_index: int
+    name: str
+    status: Status
+    config: dict[str, Any]
+    progress: Progress | None
+    metrics: dict[str, Any] | None
+    attempt: int
+    termination_reason: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    sweep_held: bool
+
+
+class SweepJobList(_Out):
+    items: list[SweepJob]
+
+
+class SweepOutcome(_Out):
+    """What a bulk action did: jobs changed at once, running jobs asked to stop (their
+    workers carry it out), jobs it does not apply to."""
+
+    sweep: Sweep
+    changed: int
+    requested: int
+    unchanged: int
 
 
 class ErrorBody(_Out):

@@ -11,10 +11,26 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Float, Select, Update, bindparam, func, select, text, tuple_, update
+from sqlalchemy import (
+    Float,
+    Select,
+    Text,
+    Update,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from jobqueue.clock import DbTime
-from jobqueue.schema import job_logs, jobs
+from jobqueue.schema import job_events, job_logs, jobs
 from jobqueue.states import JobStatus
 
 #: How a transition sets one column in a statement built once per shape: from a parameter,
@@ -42,11 +58,68 @@ def transition_update(
     take the database clock) and reused: building and hashing a fresh UPDATE of every column
     cost more than its execution. A back-off is a parameter of its shape's statement.
     """
-    shape: list[tuple[str, str]] = []
     params: dict[str, Any] = {"job_id": job_id}
     fenced = lease_token is not None
     if fenced:
         params["fence_token"] = lease_token
+    shape = _shape(values, params)
+    statement = _shaped_transition_update(
+        from_status, to_status, shape, capture_log_tail, fenced, False
+    )
+    return statement, params
+
+
+def transition_update_many(
+    job_ids: list[UUID],
+    from_status: JobStatus,
+    to_status: JobStatus,
+    values: dict[str, Any],
+    *,
+    capture_log_tail: bool,
+    action: str,
+    actor: str,
+    reason: str | None,
+) -> tuple[Select, dict[str, Any]]:
+    """The same transition of many jobs and their events in one statement (a bulk action
+    on a sweep): each row changes only if its status is still ``from_status``, and each
+    changed row gets its event. It returns each changed job's id and new status, not the
+    whole row (thousands of them)."""
+    params: dict[str, Any] = {"job_ids": job_ids, "ev_action": action, "ev_actor": actor,
+                              "ev_reason": reason}  # fmt: skip
+    shape = _shape(values, params)
+    return _shaped_update_many(from_status, to_status, shape, capture_log_tail), params
+
+
+@functools.lru_cache(maxsize=128)
+def _shaped_update_many(
+    from_status: JobStatus,
+    to_status: JobStatus,
+    shape: tuple[tuple[str, str], ...],
+    capture_log_tail: bool,
+) -> Select:
+    values = {key: _column_value(key, how) for key, how in shape}
+    changed = _transition_update(
+        from_status, to_status, values, capture_log_tail, False, many=True
+    ).cte("changed")
+    status = job_events.c.to_status.type
+    logged = insert(job_events).from_select(
+        ["job_id", "from_status", "to_status", "action", "actor", "reason"],
+        select(
+            changed.c.id,
+            literal(from_status.value, status),
+            literal(to_status.value, status),
+            bindparam("ev_action", type_=Text),
+            bindparam("ev_actor", type_=Text),
+            bindparam("ev_reason", type_=Text),
+        ),
+    )
+    return select(changed.c.id, changed.c.status).add_cte(logged.cte("logged"))
+
+
+def _shape(values: dict[str, Any], params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """How each column of ``values`` is set (see _PARAM, _CLOCK, _CLOCK_PLUS); the values
+    go into ``params``."""
+    shape: list[tuple[str, str]] = []
     for key, value in values.items():
         if isinstance(value, DbTime) and not value.plus_seconds:
             shape.append((key, _CLOCK))
@@ -56,10 +129,7 @@ def transition_update(
         else:
             shape.append((key, _PARAM))
             params[f"set_{key}"] = value
-    statement = _shaped_transition_update(
-        from_status, to_status, tuple(sorted(shape)), capture_log_tail, fenced
-    )
-    return statement, params
+    return tuple(sorted(shape))
 
 
 @functools.lru_cache(maxsize=512)
@@ -69,9 +139,10 @@ def _shaped_transition_update(
     shape: tuple[tuple[str, str], ...],
     capture_log_tail: bool,
     fenced: bool,
+    many: bool,
 ) -> Update:
     values = {key: _column_value(key, how) for key, how in shape}
-    return _transition_update(from_status, to_status, values, capture_log_tail, fenced)
+    return _transition_update(from_status, to_status, values, capture_log_tail, fenced, many)
 
 
 def _column_value(key: str, how: str) -> Any:
@@ -89,14 +160,22 @@ def _transition_update(
     values: dict[str, Any],
     capture_log_tail: bool,
     fenced: bool,
+    many: bool = False,
 ) -> Update:
-    """The UPDATE itself; the job's id is the parameter ``job_id``."""
-    job_id = bindparam("job_id", type_=jobs.c.id.type)
+    """The UPDATE itself; the job's id is the parameter ``job_id`` (``many``: the ids are
+    the array ``job_ids``)."""
+    if many:
+        ids = bindparam("job_ids", type_=ARRAY(PG_UUID(as_uuid=True)))
+        this_job: Any = jobs.c.id == any_(ids)
+        row_id: Any = jobs.c.id
+    else:
+        row_id = bindparam("job_id", type_=jobs.c.id.type)
+        this_job = jobs.c.id == row_id
     values = {**values, "status": to_status.value, "updated_at": text("now()")}
     if capture_log_tail:
         newest = (
             select(job_logs.c.n, job_logs.c.text)
-            .where(job_logs.c.job_id == job_id)
+            .where(job_logs.c.job_id == row_id)
             .order_by(job_logs.c.n.desc())
             .limit(20)
             .subquery()
@@ -106,10 +185,11 @@ def _transition_update(
             .select_from(newest)
             .scalar_subquery()
         )
-    guard = [jobs.c.id == job_id, jobs.c.status == from_status.value]
+    guard = [this_job, jobs.c.status == from_status.value]
     if fenced:
         guard.append(jobs.c.lease_token == bindparam("fence_token", type_=jobs.c.lease_token.type))
-    return update(jobs).where(*guard).values(**values).returning(*jobs.c)
+    returned = (jobs.c.id, jobs.c.status) if many else tuple(jobs.c)
+    return update(jobs).where(*guard).values(**values).returning(*returned)
 
 
 def list_jobs(

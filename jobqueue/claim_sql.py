@@ -42,7 +42,7 @@ _CLAIM_CANDIDATES = """
             SELECT j.id, COALESCE(j.forced_at, 'infinity'::timestamptz) AS forced_key,
                    -j.priority AS neg_priority, j.queued_at
             FROM jobs j
-            WHERE j.status = 'queued' AND j.pool = p.pool AND j.team = s.team
+            WHERE j.status = 'queued' AND NOT j.sweep_held AND j.pool = p.pool AND j.team = s.team
               AND j.kind = ANY(:kinds) AND (j.not_before IS NULL OR j.not_before <= now())
               AND (j.gpus <= :free_gpus OR j.forced_at IS NOT NULL)
             ORDER BY COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority,
@@ -59,7 +59,7 @@ _CLAIM_CANDIDATES = """
                    COALESCE((SELECT e.starts_at <= now() AND e.worker_name = :worker
                              FROM expected_starts e WHERE e.job_id = j.id), false)
                        AS planned_now
-            FROM jobs j WHERE j.id = p.id AND j.status = 'queued'
+            FROM jobs j WHERE j.id = p.id AND j.status = 'queued' AND NOT j.sweep_held
             FOR NO KEY UPDATE SKIP LOCKED
         ) c
         ORDER BY p.forced_key, p.neg_priority, p.fair_queued_at, p.id
@@ -114,7 +114,7 @@ CLAIM_JOBS = text("""
             lease_expires_at = now() + make_interval(secs => :lease_seconds),
             started_at = now(), updated_at = now(), not_before = NULL
         FROM chosen
-        WHERE j.id = chosen.id AND j.status = 'queued'
+        WHERE j.id = chosen.id AND j.status = 'queued' AND NOT j.sweep_held
         RETURNING j.*
     ), logged AS (
         INSERT INTO job_events (job_id, from_status, to_status, action, actor, reason)

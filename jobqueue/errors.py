@@ -51,15 +51,32 @@ class IdempotencyConflict(JobqueueError):
 
 
 class OtherTeam(JobqueueError):
-    """An operator acted on a job of a team that is not its own."""
+    """An operator acted on a job (or sweep) of a team that is not its own."""
 
     code = "forbidden"
 
-    def __init__(self, job_id: UUID | str, job_team: str, team: str):
-        super().__init__(f"job {job_id} belongs to team {job_team}; this token acts for {team}")
+    def __init__(self, job_id: UUID | str, job_team: str, team: str, what: str = "job"):
+        super().__init__(f"{what} {job_id} belongs to team {job_team}; this token acts for {team}")
         self.job_id = job_id
         self.job_team = job_team
         self.team = team
+
+
+class SweepNotFound(JobqueueError):
+    code = "not_found"
+
+    def __init__(self, sweep_id: UUID | str):
+        super().__init__(f"no sweep {sweep_id}")
+        self.sweep_id = sweep_id
+
+
+class SweepIdempotencyConflict(JobqueueError):
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str, sweep_id: UUID):
+        super().__init__(f"idempotency_key {key!r} was already used for another sweep")
+        self.key = key
+        self.sweep_id = sweep_id
 
 
 class InvalidCursor(JobqueueError):

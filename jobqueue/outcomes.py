@@ -264,7 +264,12 @@ def for_action(
     if action is Action.RELEASE:
         return Transition(S.QUEUED, {"queued_at": NOW}, action.value, reason)
     if action is Action.FORCE_START:
-        values: dict[str, Any] = {"forced_at": job.forced_at or NOW, "not_before": None}
+        # A forced job of a capped sweep starts past the sweep's max_running.
+        values: dict[str, Any] = {
+            "forced_at": job.forced_at or NOW,
+            "not_before": None,
+            "sweep_held": False,
+        }
         if status is S.PENDING:
             values["queued_at"] = NOW
         return Transition(S.QUEUED, values, action.value, reason)

@@ -102,7 +102,7 @@ PLAN_QUEUE = text(f"""
            j.max_runtime_seconds AS limit_s, j.team, j.priority,
            EXTRACT(EPOCH FROM j.queued_at)::float AS queued_at
     FROM jobs j
-    WHERE j.status = 'queued' AND j.pool = :pool
+    WHERE j.status = 'queued' AND NOT j.sweep_held AND j.pool = :pool
       AND (j.not_before IS NULL OR j.not_before <= now())
     ORDER BY {CLAIM_KEY_OF_J}
     LIMIT :depth
@@ -115,7 +115,7 @@ PLAN_OLDEST = text("""
            j.max_runtime_seconds AS limit_s, j.team, j.priority,
            EXTRACT(EPOCH FROM j.queued_at)::float AS queued_at
     FROM jobs j
-    WHERE j.status = 'queued' AND j.pool = :pool AND j.gpus > 0
+    WHERE j.status = 'queued' AND NOT j.sweep_held AND j.pool = :pool AND j.gpus > 0
       AND (j.not_before IS NULL OR j.not_before <= now())
     ORDER BY j.queued_at, j.id
     LIMIT 1
@@ -167,7 +167,7 @@ WRITE_QUEUE_MARKS = text(f"""
                                   ORDER BY COALESCE(forced_at, 'infinity'::timestamptz),
                                            -priority, queued_at, id) AS rank
         FROM jobs
-        WHERE status = 'queued' AND (not_before IS NULL OR not_before <= now())
+        WHERE status = 'queued' AND NOT sweep_held AND (not_before IS NULL OR not_before <= now())
     ), written AS (
         INSERT INTO queue_marks (pool, team, forced_key, neg_priority, queued_at, job_id, rank)
         SELECT pool, team, forced_key, neg_priority, queued_at, id, rank FROM ranked

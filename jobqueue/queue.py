@@ -22,11 +22,13 @@ from jobqueue.records import Job, Team
 from jobqueue.settings import Settings
 from jobqueue.specs import DEFAULT_TEAM, JobSpec, TeamSpec, config_json
 from jobqueue.states import Action, Cause, JobStatus
+from jobqueue.sweeps import SweepActions
 from jobqueue.transitions import apply_transition, record_event
 
 
-class JobQueue(Reads):
-    """The queue as people and their tools use it. Safe to share between threads."""
+class JobQueue(SweepActions, Reads):
+    """The queue as people and their tools use it (sweeps: :class:`SweepActions`). Safe
+    to share between threads."""
 
     def __init__(self, engine: Engine, settings: Settings, *, team_only: str | None = None):
         super().__init__(engine, settings)

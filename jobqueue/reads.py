@@ -9,7 +9,7 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine
@@ -300,8 +300,17 @@ def _worker_info(row: Mapping[Any, Any]) -> WorkerInfo:
     return WorkerInfo(**{k: v for k, v in row.items() if k in WorkerInfo.__dataclass_fields__})
 
 
-def encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
+class _Dated(Protocol):
+    """What a page of newest-first rows is cut after (a job, a sweep)."""
+
+    @property
+    def id(self) -> UUID: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+def encode_cursor(row: _Dated) -> str:
+    raw = json.dumps([row.created_at.isoformat(), str(row.id)]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

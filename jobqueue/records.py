@@ -21,7 +21,8 @@ PUBLIC_FIELDS = (
     "progress", "checkpoint",
     "worker",
     "requested_action", "termination_reason", "exit_code", "signal", "error_message",
-    "log_tail", "idempotency_key", "created_at", "queued_at", "started_at", "finished_at",
+    "log_tail", "idempotency_key", "sweep_id", "sweep_index", "created_at", "queued_at",
+    "started_at", "finished_at",
     "updated_at", "allowed_actions",
 )  # fmt: skip
 
@@ -69,6 +70,10 @@ class Job:
     metric_count: int
     idempotency_key: str | None
     request_fingerprint: str | None
+    sweep_id: UUID | None
+    sweep_index: int | None
+    #: Queued but held back by its sweep's ``max_running`` (not claimable yet).
+    sweep_held: bool
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -170,6 +175,61 @@ _ROW_FIELDS = [
 # The fields a JSON row holds as strings (annotations are strings here: see __future__).
 _JSON_TIMES = [f.name for f in _ROW_FIELDS if f.type in ("datetime", "datetime | None")]
 _JSON_UUIDS = [f.name for f in _ROW_FIELDS if f.type in ("UUID", "UUID | None")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A sweep's row and its summary: its jobs by status, how many its cap holds back,
+    and its best job by its objective."""
+
+    id: UUID
+    name: str
+    team: str
+    owner: str
+    max_running: int | None
+    objective: dict[str, Any] | None
+    job_count: int
+    idempotency_key: str | None
+    request_fingerprint: str | None
+    created_at: datetime
+    updated_at: datetime
+    counts: dict[str, int]
+    held: int
+    best: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Sweep:
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+
+    def public(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        del out["request_fingerprint"]
+        counts = {s.value: 0 for s in JobStatus}
+        counts.update(self.counts)
+        out["counts"] = counts
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepJob:
+    """A row of a sweep's table: a job's config beside its latest metrics."""
+
+    id: UUID
+    sweep_index: int
+    name: str
+    status: str
+    config: dict[str, Any]
+    progress: dict[str, Any] | None
+    attempt: int
+    termination_reason: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    sweep_held: bool
+
+    def public(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["metrics"] = (self.progress or {}).get("metrics")
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,6 +46,10 @@ job_status = Enum(
     create_type=False,
 )
 
+#: The rows the claim's indexes cover: queued jobs their sweep does not hold back. A
+#: query that is to use those indexes says the same in its WHERE.
+CLAIMABLE_ROWS = "status = 'queued' AND NOT sweep_held"
+
 _FINISHED = "(" + ", ".join(f"'{s.value}'" for s in JobStatus if s.finished) + ")"
 _REQUESTS = ", ".join(f"'{r.value}'" for r in RequestedAction)
 _TERMINATIONS = ", ".join(f"'{t.value}'" for t in TerminationReason)
@@ -112,11 +116,19 @@ jobs = Table(
     Column("idempotency_key", Text),
     # Hash of the submit body, so a repeated key with another body is refused.
     Column("request_fingerprint", Text),
+    # The sweep it was submitted in, and its place there (from 0).
+    Column("sweep_id", UUID(as_uuid=True), ForeignKey("sweeps.id")),
+    Column("sweep_index", Integer),
+    # Queued but not admitted by its sweep's max_running: not claimable until a job of
+    # the sweep stops counting (migration 0009's triggers let it in).
+    Column("sweep_held", Boolean, nullable=False, server_default=text("false")),
     _ts("created_at", nullable=False, server_default=text("now()")),
     _ts("started_at"),
     _ts("finished_at"),
     _ts("updated_at", nullable=False, server_default=text("now()")),
     CheckConstraint("gpus BETWEEN 0 AND 64", name="gpus_range"),
+    CheckConstraint("(sweep_id IS NULL) = (sweep_index IS NULL)", name="sweep_index_with_sweep"),
+    CheckConstraint("NOT sweep_held OR sweep_id IS NOT NULL", name="held_only_in_a_sweep"),
     CheckConstraint("priority BETWEEN 0 AND 100", name="priority_range"),
     CheckConstraint("attempt BETWEEN 1 AND max_attempts", name="attempt_range"),
     CheckConstraint("max_attempts BETWEEN 1 AND 100", name="max_attempts_range"),
@@ -152,7 +164,7 @@ Index(
     jobs.c.priority.desc(),
     jobs.c.queued_at,
     jobs.c.id,
-    postgresql_where=text("status = 'queued'"),
+    postgresql_where=text(CLAIMABLE_ROWS),
 )
 # Partial: most jobs have no key, and every row version would otherwise add an entry.
 Index(
@@ -171,7 +183,7 @@ Index(
     jobs.c.queued_at,
     jobs.c.id,
     postgresql_include=["not_before"],
-    postgresql_where=text("status = 'queued'"),
+    postgresql_where=text(CLAIMABLE_ROWS),
 )
 Index("ix_jobs_created", jobs.c.created_at.desc(), jobs.c.id.desc())
 Index("ix_jobs_team_created", jobs.c.team, jobs.c.created_at.desc(), jobs.c.id.desc())
@@ -190,7 +202,7 @@ Index(
     (-jobs.c.priority),
     jobs.c.queued_at,
     jobs.c.id,
-    postgresql_where=text("status = 'queued'"),
+    postgresql_where=text(CLAIMABLE_ROWS),
 )
 Index("ix_jobs_finished", jobs.c.finished_at, postgresql_where=text("finished_at IS NOT NULL"))
 
@@ -230,6 +242,40 @@ job_metrics = Table(
     Column("metrics", JSONB, nullable=False),
 )
 Index("ix_job_metrics_job_n", job_metrics.c.job_id, job_metrics.c.n, unique=True)
+
+Index(
+    "ix_jobs_sweep_index",
+    jobs.c.sweep_id,
+    jobs.c.sweep_index,
+    postgresql_where=text("sweep_id IS NOT NULL"),
+)
+
+# Jobs submitted together and managed as one; max_running caps how many run at once.
+sweeps = Table(
+    "sweeps",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("name", Text, nullable=False),
+    Column("team", Text, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("max_running", Integer),
+    # {"metric": "loss", "mode": "min"}: which reported metric ranks its jobs.
+    Column("objective", JSONB),
+    Column("job_count", Integer, nullable=False),
+    Column("idempotency_key", Text),
+    Column("request_fingerprint", Text),
+    _ts("created_at", nullable=False, server_default=text("now()")),
+    _ts("updated_at", nullable=False, server_default=text("now()")),
+    CheckConstraint("max_running IS NULL OR max_running >= 1", name="max_running_positive"),
+)
+Index(
+    "uq_sweeps_idempotency_key",
+    sweeps.c.idempotency_key,
+    unique=True,
+    postgresql_where=text("idempotency_key IS NOT NULL"),
+)
+Index("ix_sweeps_team_created", sweeps.c.team, sweeps.c.created_at.desc(), sweeps.c.id.desc())
+Index("ix_sweeps_created", sweeps.c.created_at.desc(), sweeps.c.id.desc())
 
 # What admins set per team; a team without a row has share 1 and no quota.
 teams = Table(

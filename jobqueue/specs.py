@@ -80,7 +80,7 @@ def check_storable(value: Any) -> None:
             raise Unstorable("not_finite", "numbers must be finite (no NaN or Infinity)")
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     @model_validator(mode="before")
@@ -91,7 +91,7 @@ class _Strict(BaseModel):
         return data
 
 
-class JobSpec(_Strict):
+class JobSpec(StrictModel):
     """The body of a submit."""
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -147,7 +147,7 @@ class JobSpec(_Strict):
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-class TeamSpec(_Strict):
+class TeamSpec(StrictModel):
     """What an admin sets for a team (``PUT /api/teams/{team}``)."""
 
     #: Its weight in fair share; a team of share 2 is owed twice the GPU time of share 1.
@@ -158,27 +158,27 @@ class TeamSpec(_Strict):
     )
 
 
-class JobPatch(_Strict):
+class JobPatch(StrictModel):
     """Fields of a pending or queued job that may change without losing its place."""
 
     priority: int | None = Field(default=None, ge=0, le=100)
     pool: PoolName | None = None
 
 
-class CancelBody(_Strict):
+class CancelBody(StrictModel):
     force: bool = False
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
 
-class MarkFailedBody(_Strict):
+class MarkFailedBody(StrictModel):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
 
 
-class RetryBody(_Strict):
+class RetryBody(StrictModel):
     from_checkpoint: bool = True
 
 
-class EmptyBody(_Strict):
+class EmptyBody(StrictModel):
     """Actions that take no options accept an empty object."""
 
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None

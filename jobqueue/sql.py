@@ -16,18 +16,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-# Submit a job; with an idempotency_key already used, inserts nothing. Its team gets a
-# standing row if it has none (the claim reads the teams in play from team_standing),
-# with factor 1 and the lead :new_team_lead until the next pass; the NOT EXISTS first,
-# so that a submit never waits on the row the scheduling pass is updating (an ON
-# CONFLICT alone waits for that transaction to end).
-INSERT_JOB = text("""
-    WITH standing AS (
+# A submit's CTE ``standing``: the team :team gets a standing row if it has none (the
+# claim reads the teams in play from team_standing), with factor 1 and the lead
+# :new_team_lead until the next pass; the NOT EXISTS first, so that a submit never waits
+# on the row the scheduling pass is updating (an ON CONFLICT alone waits for that
+# transaction to end).
+TEAM_STANDING_IF_NEW = """
+    standing AS (
         INSERT INTO team_standing (team, lead_seconds)
         SELECT :team, :new_team_lead
         WHERE NOT EXISTS (SELECT 1 FROM team_standing WHERE team = :team)
         ON CONFLICT (team) DO NOTHING
-    )
+    )"""
+
+# Submit a job (its team's standing row first); with an idempotency_key already used,
+# inserts nothing.
+INSERT_JOB = text(f"""
+    WITH {TEAM_STANDING_IF_NEW}
     INSERT INTO jobs (name, kind, config, status, pool, team, owner, gpus, priority, queued_at,
                       not_before, max_attempts, max_interruptions, max_runtime_seconds,
                       preemptible, idempotency_key, request_fingerprint)
@@ -219,7 +224,7 @@ QUEUE_ORDER = text(f"""
     SELECT j.id, j.name, j.pool, j.kind, j.gpus, j.priority, j.forced_at IS NOT NULL AS forced,
            row_number() OVER (PARTITION BY j.pool ORDER BY {CLAIM_KEY_OF_J}) AS position
     FROM jobs j
-    WHERE j.status = 'queued' AND j.pool = ANY(:pools)
+    WHERE j.status = 'queued' AND NOT j.sweep_held AND j.pool = ANY(:pools)
       AND (j.not_before IS NULL OR j.not_before <= now())
     ORDER BY j.pool, position
 """)
@@ -241,7 +246,7 @@ _BOUND_IN_TEAM_S = """(
 _KEY_IN_TEAM_OF_A = """(
     COALESCE(a.forced_at, 'infinity'::timestamptz), -a.priority, a.queued_at, a.id)"""
 _CLAIMABLE_A_OF_TEAM_S = """
-    a.status = 'queued' AND a.pool = j.pool AND a.team = s.team
+    a.status = 'queued' AND NOT a.sweep_held AND a.pool = j.pool AND a.team = s.team
     AND (a.not_before IS NULL OR a.not_before <= now())"""
 
 # How many claimable queued jobs of its pool are ahead of the job ``j`` in claim order,
@@ -295,7 +300,8 @@ _ESTIMATED_AHEAD_OF_J = f"""
 _AHEAD_OF_J_LATERAL = f"""
     LEFT JOIN LATERAL (
         SELECT ({_EXACT_AHEAD_OF_J}) AS n
-        WHERE j.status = 'queued' AND (j.not_before IS NULL OR j.not_before <= now())
+        WHERE j.status = 'queued' AND NOT j.sweep_held
+          AND (j.not_before IS NULL OR j.not_before <= now())
           {{only}}
     ) ahead ON true
 """
@@ -310,7 +316,7 @@ QUEUE_ORDER_OF = text(f"""
                AS ahead_estimate
     FROM jobs j
     {_AHEAD_OF_J_LATERAL.format(only="AND j.id = ANY(:ids)")}
-    WHERE j.status = 'queued' AND j.pool = ANY(:pools)
+    WHERE j.status = 'queued' AND NOT j.sweep_held AND j.pool = ANY(:pools)
       AND (j.not_before IS NULL OR j.not_before <= now())
       AND (j.forced_at IS NOT NULL OR j.id = ANY(:ids))
     ORDER BY j.pool, {CLAIM_KEY_OF_J}
@@ -319,7 +325,7 @@ QUEUE_ORDER_OF = text(f"""
 # Pools that have claimable queued jobs.
 QUEUED_POOLS = text("""
     SELECT DISTINCT pool FROM jobs
-    WHERE status = 'queued' AND (not_before IS NULL OR not_before <= now())
+    WHERE status = 'queued' AND NOT sweep_held AND (not_before IS NULL OR not_before <= now())
 """)
 
 # Jobs counted by status and pool, for the metrics endpoint.
@@ -331,7 +337,7 @@ JOB_COUNTS = text("""
 OLDEST_QUEUED = text("""
     SELECT pool, EXTRACT(EPOCH FROM now() - min(queued_at))::float AS age_seconds
     FROM jobs
-    WHERE status = 'queued' AND (not_before IS NULL OR not_before <= now())
+    WHERE status = 'queued' AND NOT sweep_held AND (not_before IS NULL OR not_before <= now())
     GROUP BY pool
 """)
 
@@ -431,7 +437,8 @@ JOB_WITH_WAIT = text(f"""
                           'priority', f.priority)
                       ORDER BY f.forced_at, -f.priority, f.queued_at, f.id)
                FROM jobs f
-               WHERE f.status = 'queued' AND f.pool = j.pool AND f.forced_at IS NOT NULL
+               WHERE f.status = 'queued' AND NOT f.sweep_held AND f.pool = j.pool
+                 AND f.forced_at IS NOT NULL
                  AND (f.not_before IS NULL OR f.not_before <= now())) END AS wait_forced,
            CASE WHEN j.status = 'queued' THEN ({_LIVE_WORKERS_JSON}) END AS live_workers,
            CASE WHEN j.status = 'queued' THEN ({_SCHEDULING_JSON}) END AS scheduling,

@@ -10,6 +10,8 @@ write through these functions, so none of them can change a job another way.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from uuid import UUID
 
 from sqlalchemy import Connection
@@ -75,6 +77,35 @@ def _write(
         conn, job_id, from_status, transition.to_status, transition.action, actor, transition.reason
     )
     return Job.from_row(row)
+
+
+def apply_many(
+    conn: Connection, changes: Sequence[tuple[Job, Transition]], *, actor: str
+) -> list[tuple[UUID, JobStatus]]:
+    """Write many jobs' transitions (a bulk action), each under the row lock the caller
+    holds: one compare-and-set UPDATE with its events per kind of transition (the same
+    statuses, values and event). Returns the id and new status of each job written, in
+    no order."""
+    groups: dict[tuple, list[tuple[Job, Transition]]] = defaultdict(list)
+    for job, transition in changes:
+        values = tuple(sorted((k, repr(v)) for k, v in transition.values.items()))
+        key = (job.status, transition.to_status, values, transition.action, transition.reason)
+        groups[key].append((job, transition))
+    written: list[tuple[UUID, JobStatus]] = []
+    for (from_status, to_status, _, action, reason), members in groups.items():
+        leaves_running = from_status is JobStatus.RUNNING and to_status is not JobStatus.RUNNING
+        statement, params = built_sql.transition_update_many(
+            [job.id for job, _ in members],
+            from_status,
+            to_status,
+            members[0][1].values,
+            capture_log_tail=leaves_running,
+            action=action,
+            actor=actor,
+            reason=reason,
+        )
+        written.extend((row.id, to_status) for row in conn.execute(statement, params))
+    return written
 
 
 def record_event(

@@ -169,6 +169,11 @@ def waiting_reason(
         return None
     if job.not_before is not None and job.not_before > now:
         return f"not before {job.not_before.isoformat()}"
+    if job.sweep_held:
+        return (
+            "its sweep runs as many jobs as its max_running allows: it joins the queue "
+            "when one of them ends"
+        )
     in_pool = [w for w in workers if job.pool in w.pools]
     knowing = [w for w in in_pool if job.kind in w.kinds]
     if not knowing:

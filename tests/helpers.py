@@ -55,6 +55,7 @@ TOKENS = f"operator:{OPERATOR},ci:viewer:{VIEWER},admin:{ADMIN}"
 _MISSING: Any = object()
 
 _ID = r"/api/training/[^/]+"
+_SWEEP = r"/api/sweeps/[^/]+"
 #: The published model of every 2xx body, by method and path.
 RESPONSE_MODELS: list[tuple[str, re.Pattern[str], type[BaseModel]]] = [
     (method, re.compile(path), model)
@@ -72,6 +73,12 @@ RESPONSE_MODELS: list[tuple[str, re.Pattern[str], type[BaseModel]]] = [
         ("POST", r"/api/admin/prune", schemas.Pruned),
         ("GET", r"/api/teams", schemas.TeamList),
         ("PUT", r"/api/teams/[^/]+", schemas.Team),
+        ("POST", r"/api/sweeps", schemas.SweepSubmitted),
+        ("GET", r"/api/sweeps", schemas.SweepList),
+        ("GET", _SWEEP, schemas.Sweep),
+        ("GET", _SWEEP + "/jobs", schemas.SweepJobList),
+        ("PATCH", _SWEEP, schemas.SweepOutcome),
+        ("POST", _SWEEP + "/(release|force-start|pause|resume|cancel|retry)", schemas.SweepOutcome),
     ]
 ]
 

@@ -39,6 +39,7 @@ from jobqueue.queue import JobQueue  # noqa: E402
 from jobqueue.settings import Settings  # noqa: E402
 from jobqueue.specs import JobSpec, TeamSpec  # noqa: E402
 from jobqueue.states import JobStatus, allowed_actions  # noqa: E402
+from jobqueue.sweep_specs import SweepSpec  # noqa: E402
 from worker.daemon import WorkerConfig, WorkerDaemon  # noqa: E402
 from worker.gpus import discover  # noqa: E402
 from worker.kinds import load_kinds  # noqa: E402
@@ -731,3 +732,32 @@ def test_the_queue_shows_team_usage_and_the_workers_their_reservations(page, sys
     cell = page.wait_for_selector("[data-testid=reservation]:has-text('big')")
     assert "2 GPUs from" in cell.inner_text()
     system.queue.cancel(busy.id, actor="test", force=True)
+
+
+def test_the_sweep_page_shows_configs_beside_metrics_sorts_and_acts_on_all(page, system):
+    body = {"name": "lrs", "max_running": 2, "objective": {"metric": "loss", "mode": "min"},
+            "job": {"kind": "train-sgd", "gpus": 1, "config": sgd(3000, 0.02)},
+            "grid": {"lr": [0.5, 0.05, 0.005]}}  # fmt: skip
+    done = system.queue.submit_sweep(SweepSpec.model_validate(body), actor="test")
+    first, second = (system.wait_step(item.id, 20) for item in done.items[:2])
+    page.goto(f"{system.base_url}/#/sweeps")
+    page.click(f"[data-testid=sweeps] tr[data-sweep='{done.sweep.id}'] a")
+    page.wait_for_selector("[data-testid=sweep-jobs] tr[data-index='2']")
+    assert "held" in page.inner_text("[data-testid=sweep-jobs] tr[data-index='2']")
+    assert '"lr": 0.005' not in page.inner_text("[data-testid=sweep-jobs]")  # one column per key
+    assert "0.005" in page.inner_text("[data-testid=sweep-jobs] tr[data-index='2'] td[data-key=lr]")
+    assert "Best: lrs[" in page.inner_text("[data-testid=best]")
+    # Sorting by the metric asks the server for that order: the jobs with a loss first.
+    page.click("[data-testid=sweep-jobs] th[data-sort='metric:loss']")
+    page.wait_for_selector("[data-testid=sweep-jobs] th[data-sort='metric:loss']:has-text('▲')")
+    order = page.eval_on_selector_all(
+        "[data-testid=sweep-jobs] tbody tr", "rows => rows.map(r => Number(r.dataset.index))"
+    )
+    assert order[-1] == 2 and sorted(order[:2]) == [0, 1]
+    page.click("[data-action=pause]")
+    message = page.wait_for_selector("[data-testid=sweep-error]:has-text('changed')")
+    assert "2 running asked to stop" in message.inner_text()
+    for job in (first, second):
+        system.wait_status(job.id, JobStatus.PAUSED)
+    summary = system.queue.sweep(done.sweep.id)
+    assert summary.counts == {"paused": 3}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -86,3 +87,28 @@ def test_teams_from_the_command_line(cli_env):
     only_nlp = runner.invoke(main, ["ls", "--team", "nlp"])
     assert len(only_nlp.output.splitlines()) == 1 and "nlp" in only_nlp.output
     assert "bert" in only_nlp.output and "resnet" not in only_nlp.output
+
+
+def test_sweeps_from_the_command_line(cli_env, tmp_path):
+    runner = CliRunner()
+    body = {"name": "lr", "max_running": 1, "job": {"kind": "train", "gpus": 0},
+            "grid": {"lr": [0.1, 0.01, 0.001]}}  # fmt: skip
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(body))
+    made = runner.invoke(main, ["sweep", "submit", str(path)])
+    assert made.exit_code == 0, made.output
+    sweep_id = made.output.split()[0]
+    assert "3 jobs created" in made.output
+    table = runner.invoke(main, ["sweep", "jobs", sweep_id, "--desc"])
+    assert [line.split()[0] for line in table.output.splitlines()] == ["2", "1", "0"]
+    assert '"lr": 0.001' in table.output.splitlines()[0]
+    raised = runner.invoke(main, ["sweep", "set", sweep_id, "--max-running", "none"])
+    assert raised.exit_code == 0 and '"held": 0' in raised.output
+    paused = runner.invoke(main, ["sweep", "pause", sweep_id])
+    assert paused.exit_code == 0 and "3 changed" in paused.output
+    shown = runner.invoke(main, ["sweep", "show", sweep_id])
+    assert json.loads(shown.output)["counts"]["paused"] == 3
+    assert sweep_id in runner.invoke(main, ["sweep", "ls"]).output
+    path.write_text(json.dumps({**body, "grid": None, "configs": [{}, "no"]}))
+    bad = runner.invoke(main, ["sweep", "submit", str(path)])
+    assert bad.exit_code == 1 and "item 1: config" in bad.output

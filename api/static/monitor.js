@@ -465,6 +465,8 @@ function route() {
   }
   if (page === "jobs" && id) return jobView(mine, id);
   if (page === "queue") return queueView(mine);
+  if (page === "sweeps" && id) return sweepView(mine, id);
+  if (page === "sweeps") return sweepsView(mine);
   if (page === "workers") return workersView(mine);
   if (page === "submit") return submitView();
   return jobsView(mine);

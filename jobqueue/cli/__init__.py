@@ -332,6 +332,11 @@ click.option("--from-checkpoint/--from-scratch", default=True)(
     )
 )
 
+# The sweep commands use the helpers above.
+from jobqueue.cli.sweeps import sweep  # noqa: E402
+
+main.add_command(sweep)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()
