@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api import schemas
+from jobqueue import api_models as schemas
 from jobqueue.specs import (
     CancelBody,
     EmptyBody,

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, text
 from werkzeug.test import TestResponse
 
-from api import schemas
+from jobqueue import api_models as schemas
 from jobqueue.examples import EXAMPLES_DIR
 from jobqueue.queue import JobQueue
 from jobqueue.records import Job

@@ -17,7 +17,8 @@ from uuid import UUID, uuid4
 import pytest
 from sqlalchemy import text
 
-from api import create_app, schemas
+from api import create_app
+from jobqueue import api_models as schemas
 from jobqueue.db import make_engine
 from jobqueue.errors import SchemaNotAtHead
 from jobqueue.outcomes import Exit

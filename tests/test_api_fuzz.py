@@ -24,8 +24,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from api import create_app, schemas
+from api import create_app
 from api.openapi import document
+from jobqueue import api_models as schemas
 from jobqueue.db import make_engine
 from jobqueue.outcomes import Exit
 from jobqueue.queue import JobQueue

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from api import schemas
+from jobqueue import api_models as schemas
 from jobqueue.specs import JobSpec
 from tests.helpers import OPERATOR, TOKENS, VIEWER
 

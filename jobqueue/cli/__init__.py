@@ -11,7 +11,6 @@ import getpass
 import json
 import os
 import sys
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -20,7 +19,7 @@ import click
 from jobqueue.errors import JobqueueError
 
 if TYPE_CHECKING:
-    from jobqueue.records import Job
+    from jobqueue.cli.backend import Backend, Json
 
 
 def _settings():
@@ -50,14 +49,9 @@ def _actor() -> str:
 
 
 def _json(value: Any) -> str:
-    def default(o: Any) -> Any:
-        if isinstance(o, datetime):
-            return o.isoformat()
-        if isinstance(o, UUID):
-            return str(o)
-        raise TypeError(type(o).__name__)
+    from jobqueue.cli.backend import json_default
 
-    return json.dumps(value, default=default, indent=2)
+    return json.dumps(value, default=json_default, indent=2)
 
 
 class _Main(click.Group):
@@ -69,8 +63,32 @@ class _Main(click.Group):
 
 
 @click.group(cls=_Main)
-def main() -> None:
+@click.option(
+    "--api",
+    "api_url",
+    envvar="JOBQUEUE_API_URL",
+    default=None,
+    metavar="URL",
+    help="send job and sweep commands to this jobqueue API instead of DATABASE_URL",
+)
+@click.option("--token", envvar="JOBQUEUE_API_TOKEN", default=None,
+              help="the API token for --api")  # fmt: skip
+def main(api_url: str | None, token: str | None) -> None:
     """jobqueue: a durable PostgreSQL job queue for ML training jobs."""
+
+
+def _backend() -> Backend:
+    """The database, or the API with ``--api`` (see :mod:`jobqueue.cli.backend`)."""
+    from jobqueue.cli.backend import Local, Remote
+
+    root = click.get_current_context().find_root()
+    if root.params.get("api_url"):
+        from jobqueue.client import Client
+
+        client = Client(root.params["api_url"], token=root.params.get("token"))
+        click.get_current_context().call_on_close(client.close)
+        return Remote(client)
+    return Local(_queue(), _actor())
 
 
 @main.command()
@@ -178,11 +196,15 @@ def up(host: str, port: int, data_dir: str | None, demo: bool, gpus: str,
 @click.option("--config", "config_text", default="{}", help="JSON object, or @file.json")
 @click.option("--gpus", type=int, default=1, show_default=True)
 @click.option("--pool", default="default", show_default=True)
-@click.option("--team", default="default", show_default=True, help="the team it counts against")
+@click.option(
+    "--team",
+    default=None,
+    help="the team it counts against (default: the token's with --api, else default)",
+)
 @click.option("--priority", type=int, default=50, show_default=True)
 @click.option("--hold", is_flag=True, help="keep it pending until released")
 @click.option("--idempotency-key", default=None)
-def submit(name: str, kind: str, config_text: str, gpus: int, pool: str, team: str,
+def submit(name: str, kind: str, config_text: str, gpus: int, pool: str, team: str | None,
            priority: int, hold: bool, idempotency_key: str | None) -> None:  # fmt: skip
     """Submit a job."""
     from pydantic import ValidationError
@@ -201,8 +223,7 @@ def submit(name: str, kind: str, config_text: str, gpus: int, pool: str, team: s
         )
     except (ValidationError, json.JSONDecodeError) as exc:
         raise click.BadParameter(str(exc)) from exc
-    job, _ = _queue().submit(spec, actor=_actor())
-    click.echo(_json(job.public()))
+    click.echo(_json(_backend().submit(spec)))
 
 
 @main.command(name="ls")
@@ -212,21 +233,20 @@ def submit(name: str, kind: str, config_text: str, gpus: int, pool: str, team: s
 @click.option("--limit", type=click.IntRange(1, 200), default=50)
 def list_jobs(statuses: tuple[str, ...], pool: str | None, team: str | None, limit: int) -> None:
     """List jobs, newest first: id, status, queue position, pool, team, owner, name."""
-    jobs, _ = _queue().list_jobs(statuses=list(statuses) or None, pool=pool, team=team, limit=limit)
+    jobs = _backend().jobs(statuses=list(statuses), pool=pool, team=team, limit=limit)
     for job in jobs:
-        where = _place(job)
         click.echo(
-            f"{job.id}  {job.status.value:<9} {where:<5} {job.pool:<10} {job.team:<12} "
-            f"{job.owner:<16} {job.name}"
+            f"{job['id']}  {job['status']:<9} {_place(job):<5} {job['pool']:<10} "
+            f"{job['team']:<12} {job['owner']:<16} {job['name']}"
         )
 
 
-def _place(job: Job) -> str:
+def _place(job: Json) -> str:
     """ "#12" when exact, "~#12300" when only estimated (far back in a deep queue)."""
-    if job.queue_position:
-        return f"#{job.queue_position}"
-    if job.queue_position_estimate:
-        return f"~#{job.queue_position_estimate}"
+    if job["queue_position"]:
+        return f"#{job['queue_position']}"
+    if job["queue_position_estimate"]:
+        return f"~#{job['queue_position_estimate']}"
     return ""
 
 
@@ -234,17 +254,17 @@ def _place(job: Job) -> str:
 def teams() -> None:
     """List the teams: fair-share weight, recent usage against the share, GPUs running
     per pool against the quota, and queued jobs."""
-    for team in _queue().teams():
-        pools = sorted(set(team.gpus_running) | set(team.quota_gpus))
+    for team in _backend().teams():
+        running, quota = team["gpus_running"], team["quota_gpus"]
         held = ", ".join(
-            f"{pool}={team.gpus_running.get(pool, 0)}"
-            + (f"/{team.quota_gpus[pool]}" if team.quota_gpus.get(pool) is not None else "")
-            for pool in pools
+            f"{pool}={running.get(pool, 0)}"
+            + (f"/{quota[pool]}" if quota.get(pool) is not None else "")
+            for pool in sorted(set(running) | set(quota))
         )
         click.echo(
-            f"{team.name:<20} share {team.share:g} ({team.share_fraction:.0%})  "
-            f"usage {team.usage_fraction:.0%} ({team.usage_gpu_seconds / 3600:.1f} GPU-h)  "
-            f"running {held or '-'}  queued {team.jobs_queued}"
+            f"{team['name']:<20} share {team['share']:g} ({team['share_fraction']:.0%})  "
+            f"usage {team['usage_fraction']:.0%} ({team['usage_gpu_seconds'] / 3600:.1f} GPU-h)  "
+            f"running {held or '-'}  queued {team['jobs_queued']}"
         )
 
 
@@ -276,7 +296,7 @@ def set_team(name: str, share: float, quotas: tuple[str, ...]) -> None:
 @click.argument("job_id", type=click.UUID)
 def show(job_id: UUID) -> None:
     """Show one job as JSON."""
-    click.echo(_json(_queue().get(job_id).public()))
+    click.echo(_json(_backend().get(job_id)))
 
 
 @main.command()
@@ -284,52 +304,33 @@ def show(job_id: UUID) -> None:
 @click.option("--after", type=int, default=0)
 def logs(job_id: UUID, after: int) -> None:
     """Print a job's stored log lines."""
-    lines, _ = _queue().logs(job_id, after=after, limit=100_000)
-    for line in lines:
-        click.echo(line.text)
+    for text in _backend().logs(job_id, after=after):
+        click.echo(text)
 
 
-def _action(name: str, call, help: str) -> click.Command:
+def _action(name: str, help: str) -> click.Command:
     @main.command(name=name, help=help)
     @click.argument("job_id", type=click.UUID)
     def command(job_id: UUID, **options: Any) -> None:
-        job = call(_queue(), job_id, _actor(), **options)
-        click.echo(
-            f"{job.id} {job.status.value}"
-            + (f" ({job.requested_action} requested)" if job.requested_action else "")
-        )
+        job = _backend().act(job_id, name, **options)
+        asked = job["requested_action"]
+        click.echo(f"{job['id']} {job['status']}" + (f" ({asked} requested)" if asked else ""))
 
     return command
 
 
-_action("release", lambda q, j, a: q.release(j, actor=a), "Queue a held job.")
-_action(
-    "force-start",
-    lambda q, j, a: q.force_start(j, actor=a),
-    "Put a pending or queued job ahead of every non-forced job.",
-)
-_action("pause", lambda q, j, a: q.pause(j, actor=a), "Pause a job (a running one checkpoints).")
-_action("resume", lambda q, j, a: q.resume(j, actor=a), "Queue a paused job again.")
+_action("release", "Queue a held job.")
+_action("force-start", "Put a pending or queued job ahead of every non-forced job.")
+_action("pause", "Pause a job (a running one checkpoints).")
+_action("resume", "Queue a paused job again.")
 click.option("--force", is_flag=True, help="kill at once, no grace period")(
-    _action(
-        "cancel",
-        lambda q, j, a, force=False: q.cancel(j, actor=a, force=force),
-        "Cancel a job (a running one is stopped).",
-    )
+    _action("cancel", "Cancel a job (a running one is stopped).")
 )
 click.option("--reason", required=True)(
-    _action(
-        "mark-failed",
-        lambda q, j, a, reason: q.mark_failed(j, actor=a, reason=reason),
-        "End a job as failed, with a reason.",
-    )
+    _action("mark-failed", "End a job as failed, with a reason.")
 )
 click.option("--from-checkpoint/--from-scratch", default=True)(
-    _action(
-        "retry",
-        lambda q, j, a, from_checkpoint=True: q.retry(j, actor=a, from_checkpoint=from_checkpoint),
-        "Queue a failed or cancelled job for a new attempt.",
-    )
+    _action("retry", "Queue a failed or cancelled job for a new attempt.")
 )
 
 # The sweep commands use the helpers above.

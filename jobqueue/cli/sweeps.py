@@ -8,7 +8,7 @@ from uuid import UUID
 
 import click
 
-from jobqueue.cli import _actor, _json, _queue
+from jobqueue.cli import _backend, _json
 
 
 @click.group()
@@ -22,24 +22,33 @@ def submit_sweep(file: Any) -> None:
     """Submit the sweep FILE describes (the body of POST /api/sweeps; - reads stdin)."""
     from pydantic import ValidationError
 
+    from jobqueue.client import ApiError
     from jobqueue.sweep_specs import SweepItemsInvalid, SweepSpec
 
     try:
         spec = SweepSpec.model_validate(json.load(file))
-        done = _queue().submit_sweep(spec, actor=_actor())
+        done = _backend().submit_sweep(spec)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}") from exc
     except ValidationError as exc:
         raise click.BadParameter(str(exc)) from exc
     except SweepItemsInvalid as exc:
-        for item in exc.items:
-            where = "job" if item["index"] is None else f"item {item['index']}"
-            for error in item["errors"]:
-                click.echo(f"{where}: {error['field'] or 'body'}: {error['message']}", err=True)
-        raise click.ClickException(f"{len(exc.items)} invalid items: nothing submitted") from exc
-    made = sum(1 for item in done.items if item.created)
-    verb = "submitted" if done.created else "already submitted"
-    click.echo(f"{done.sweep.id} {verb}: {made} jobs created, {len(done.items)} in all")
+        _invalid(exc.items)
+    except ApiError as exc:
+        if exc.code != "invalid_items":
+            raise
+        _invalid(exc.details["items"])
+    made = sum(1 for item in done["jobs"] if item["created"])
+    verb = "submitted" if done["created"] else "already submitted"
+    click.echo(f"{done['sweep']['id']} {verb}: {made} jobs created, {len(done['jobs'])} in all")
+
+
+def _invalid(items: list[dict[str, Any]]) -> None:
+    for item in items:
+        where = "job" if item["index"] is None else f"item {item['index']}"
+        for error in item["errors"]:
+            click.echo(f"{where}: {error['field'] or 'body'}: {error['message']}", err=True)
+    raise click.ClickException(f"{len(items)} invalid items: nothing submitted")
 
 
 @sweep.command(name="ls")
@@ -47,17 +56,16 @@ def submit_sweep(file: Any) -> None:
 @click.option("--limit", type=click.IntRange(1, 200), default=50)
 def list_sweeps(team: str | None, limit: int) -> None:
     """List sweeps, newest first: id, jobs by status, name."""
-    sweeps, _ = _queue().sweeps(team=team, limit=limit)
-    for s in sweeps:
-        counts = " ".join(f"{k}={v}" for k, v in sorted(s.counts.items()))
-        click.echo(f"{s.id}  {s.team:<12} {counts:<40} {s.name}")
+    for s in _backend().sweeps(team=team, limit=limit):
+        counts = " ".join(f"{k}={v}" for k, v in sorted(s["counts"].items()) if v)
+        click.echo(f"{s['id']}  {s['team']:<12} {counts:<40} {s['name']}")
 
 
 @sweep.command(name="show")
 @click.argument("sweep_id", type=click.UUID)
 def show_sweep(sweep_id: UUID) -> None:
     """Show a sweep's summary as JSON."""
-    click.echo(_json(_queue().sweep(sweep_id).public()))
+    click.echo(_json(_backend().sweep(sweep_id)))
 
 
 @sweep.command(name="jobs")
@@ -71,22 +79,22 @@ def sweep_jobs(sweep_id: UUID, sort: str, desc: bool, limit: int) -> None:
     metric = None
     if sort.startswith("metric:"):
         sort, metric = "metric", sort.removeprefix("metric:")
-    rows = _queue().sweep_jobs(sweep_id, sort=sort, descending=desc, metric=metric, limit=limit)
+    rows = _backend().sweep_jobs(sweep_id, sort=sort, descending=desc, metric=metric, limit=limit)
     for row in rows:
-        metrics = json.dumps(row.public()["metrics"] or {}, sort_keys=True)
-        click.echo(f"{row.sweep_index:>5}  {row.status:<9} {metrics:<30} {json.dumps(row.config)}")
+        metrics = json.dumps(row["metrics"] or {}, sort_keys=True)
+        click.echo(
+            f"{row['sweep_index']:>5}  {row['status']:<9} {metrics:<30} {json.dumps(row['config'])}"
+        )
 
 
-def _bulk(name: str, help: str, **fixed: Any) -> click.Command:
+def _bulk(name: str, help: str) -> click.Command:
     @sweep.command(name=name, help=help)
     @click.argument("sweep_id", type=click.UUID)
     def command(sweep_id: UUID, **options: Any) -> None:
-        from jobqueue.states import Action
-
-        outcome = _queue().act_on_sweep(sweep_id, Action(name), actor=_actor(), **fixed, **options)
+        outcome = _backend().act_on_sweep(sweep_id, name, **options)
         click.echo(
-            f"{sweep_id}: {outcome.changed} changed, {outcome.requested} running asked to stop, "
-            f"{outcome.unchanged} unchanged"
+            f"{sweep_id}: {outcome['changed']} changed, {outcome['requested']} running asked "
+            f"to stop, {outcome['unchanged']} unchanged"
         )
 
     return command
@@ -123,8 +131,7 @@ def set_sweep(sweep_id: UUID, priority: int | None, max_running: str | None) -> 
         patch = SweepPatch.model_validate(body)
     except ValidationError as exc:
         raise click.BadParameter(str(exc)) from exc
-    outcome = _queue().patch_sweep(sweep_id, patch, actor=_actor())
-    click.echo(_json(outcome.sweep.public()))
+    click.echo(_json(_backend().patch_sweep(sweep_id, patch)["sweep"]))
 
 
 def _count(text: str) -> int:

@@ -1,8 +1,9 @@
 """Response models of the REST API (SPEC §3).
 
-They are the source of the OpenAPI document; request models come from the
-core (:mod:`jobqueue.specs`). Responses are rendered from the core's records
-directly, and the tests validate them against these models.
+They are the source of the OpenAPI document (:mod:`api.openapi`) and what the Python
+client (:mod:`jobqueue.client`) parses answers into; request models are
+:mod:`jobqueue.specs` and :mod:`jobqueue.sweep_specs`. The API renders responses from
+the core's records directly, and the tests validate them against these models.
 """
 
 from __future__ import annotations
