@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
+from uuid import UUID
 
 from jobqueue.errors import LeaseLost
 from jobqueue.listener import ACTIONS_CHANNEL, JOBS_CHANNEL, Listener
@@ -92,6 +93,8 @@ class SlotRunner:
         self._listener = Listener(listen_url, channels, self.wakeup) if listen_url else None
         self._stop = threading.Event()
         self._running: dict[Future[Exit], Claimed] = {}
+        #: The request (pause, cancel, fail, preempt) the last renewal saw on a running job.
+        self._requests: dict[UUID, str] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="slot")
         self._thread: threading.Thread | None = None
@@ -136,6 +139,11 @@ class SlotRunner:
         with self._lock:
             return len(self._running)
 
+    def requested(self, job_id: UUID) -> str | None:
+        """The request on a running job as the last lease renewal saw it, if any."""
+        with self._lock:
+            return self._requests.get(job_id)
+
     def run(self) -> None:
         while not self._stop.is_set():
             self.wakeup.clear()
@@ -158,6 +166,8 @@ class SlotRunner:
             leases = {job.id: job.lease_token for job in self._running.values()}
         asked = time.monotonic()
         renewal = self.store.renew(leases)
+        with self._lock:
+            self._requests.update({i: r for i, r in renewal.held.items() if r is not None})
         seconds_left = self.store.settings.lease_seconds - (time.monotonic() - asked)
         if self.hooks is not None:
             self.hooks.renewed(renewal, seconds_left)
@@ -190,6 +200,7 @@ class SlotRunner:
     def _done(self, future: Future[Exit]) -> None:
         with self._lock:
             job = self._running.pop(future)
+            self._requests.pop(job.id, None)
         try:
             exit = future.result()
         except Exception as exc:  # the handler itself broke: the job failed

@@ -33,7 +33,9 @@ MAX_SWEEP_JOBS = 10_000
 #: How a sweep's table may be ordered: by index, status, progress, or a reported metric.
 SWEEP_JOB_ORDERS = ("index", "status", "progress", "metric")
 
-SweepName = Annotated[str, StringConstraints(min_length=1, max_length=180)]
+#: A shared body's name leaves room for the ``[9999]`` each job's name gets (≤ 200 in all).
+MAX_TEMPLATE_NAME = 194
+SweepName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEMPLATE_NAME)]
 
 
 class Objective(StrictModel):
@@ -149,10 +151,15 @@ def _template(body: dict[str, Any], sweep_name: str, team: str) -> JobSpec:
             "job.idempotency_key", "a sweep's jobs share one body: give the sweep the key",
             "value_error")]}])  # fmt: skip
     try:
-        return JobSpec.model_validate({"name": sweep_name, **body, "team": team})
+        template = JobSpec.model_validate({"name": sweep_name, **body, "team": team})
     except ValidationError as exc:
         errors = [{**e, "field": f"job.{e['field']}"} for e in describe(exc)]
         raise SweepItemsInvalid([{"index": None, "errors": errors}]) from None
+    if len(template.name) > MAX_TEMPLATE_NAME:
+        raise SweepItemsInvalid([{"index": None, "errors": [_problem(
+            "job.name", f"at most {MAX_TEMPLATE_NAME} characters in a sweep: each job's "
+            "index is appended", "string_too_long")]}])  # fmt: skip
+    return template
 
 
 def _filled(template: JobSpec, configs: list[Any]) -> list[JobSpec]:

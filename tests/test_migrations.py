@@ -378,6 +378,47 @@ def test_0008_adds_the_queue_marks_and_its_downgrade_drops_them(empty_url, empty
     assert_at_head(empty_engine)
 
 
+def test_0009_adds_sweeps_and_its_downgrade_lets_held_jobs_into_the_queue(empty_url, empty_engine):
+    migrate.upgrade(empty_url, "0008")
+    lone = uuid4()
+    with empty_engine.begin() as conn:
+        insert_old_job(conn, lone)
+    migrate.upgrade(empty_url, "0009")
+    with empty_engine.begin() as conn:
+        assert conn.execute(text("SELECT sweep_id, sweep_held FROM jobs")).one() == (None, False)
+        sweep = conn.execute(
+            text("INSERT INTO sweeps (name, team, owner, max_running, job_count)"
+                 " VALUES ('s', 'default', 'me', 1, 2) RETURNING id")
+        ).scalar_one()  # fmt: skip
+        conn.execute(
+            text("UPDATE jobs SET sweep_id = :s, sweep_index = 0 WHERE id = :id"),
+            {"s": sweep, "id": lone},
+        )
+        held = uuid4()
+        insert_old_job(conn, held)
+        conn.execute(
+            text("UPDATE jobs SET sweep_id = :s, sweep_index = 1, sweep_held = true"
+                 " WHERE id = :id"), {"s": sweep, "id": held},
+        )  # fmt: skip
+        # The triggers: cancelling the admitted job lets the held one in.
+        conn.execute(
+            text("UPDATE jobs SET status = 'cancelled', finished_at = now(),"
+                 " termination_reason = 'cancelled' WHERE id = :id"), {"id": lone},
+        )  # fmt: skip
+        assert conn.execute(text("SELECT sweep_held FROM jobs WHERE id = :id"),
+                            {"id": held}).scalar_one() is False  # fmt: skip
+        conn.execute(text("UPDATE jobs SET sweep_held = true WHERE id = :id"), {"id": held})
+    migrate.downgrade(empty_url, "0008")
+    with empty_engine.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass('sweeps')")).scalar_one() is None
+        assert (
+            conn.execute(text("SELECT count(*) FROM jobs WHERE status = 'queued'")).scalar_one()
+            == 1
+        )
+    migrate.upgrade(empty_url)
+    assert_at_head(empty_engine)
+
+
 # -- offline SQL ----------------------------------------------------------------------------------
 
 

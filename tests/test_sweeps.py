@@ -91,6 +91,9 @@ def test_a_bad_shared_body_or_config_is_reported_with_its_place(queue):
         queue.submit_sweep(SweepSpec.model_validate(
             {"name": "c", "job": TRAIN, "configs": [{}, [1, 2], {}]}), actor=ACTOR)  # fmt: skip
     assert [i["index"] for i in caught.value.items] == [1]
+    with pytest.raises(SweepItemsInvalid) as caught:
+        sweep_of(queue, job={**TRAIN, "name": "n" * 195})  # no room for "[i]" in 200
+    assert caught.value.items[0]["errors"][0]["field"] == "job.name"
 
 
 @pytest.mark.parametrize(
