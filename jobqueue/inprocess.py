@@ -27,23 +27,19 @@ it as ``job.stop_requested`` for it to honour; a job whose lease is lost is only
 from __future__ import annotations
 
 import dataclasses
-import logging
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from jobqueue.db import make_engine
-from jobqueue.looper import Looper
 from jobqueue.migrate import require_head
 from jobqueue.outcomes import Exit, StopCause
 from jobqueue.queue import JobQueue
 from jobqueue.records import Claimed, Job
 from jobqueue.runner import SlotRunner
 from jobqueue.settings import Settings
-from jobqueue.sweeper import sweep_expired_leases
+from jobqueue.worker_life import WorkerLife
 from jobqueue.worker_store import Progress, WorkerIdentity, WorkerStore
-
-log = logging.getLogger(__name__)
 
 
 class JobContext:
@@ -132,21 +128,10 @@ class PythonWorker:
             poll_seconds=min(1.0, settings.heartbeat_seconds),
         )  # fmt: skip
         self._stopping = False
-        self._heartbeat = Looper("heartbeat", self._beat, settings.heartbeat_seconds)
-        self._sweeper = Looper(
-            "lease-sweep", lambda: sweep_expired_leases(self.engine), settings.sweep_seconds
-        )
+        self.life = WorkerLife(self.store, self.identity, self.runner)
 
     def start(self) -> PythonWorker:
-        require_head(self.engine)
-        for job in self.store.requeue_orphans(self.identity):
-            log.warning("job %s left running by a previous run is now %s", job.id,
-                        job.status.value)  # fmt: skip
-        self.store.heartbeat_worker(self.identity, free_gpus=len(self.identity.gpu_ids),
-                                    restarted=True)  # fmt: skip
-        self._heartbeat.start()
-        self._sweeper.start()
-        self.runner.start()
+        self.life.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -154,22 +139,13 @@ class PythonWorker:
         let them return: a job that returns once told goes back to the queue in its
         place, an interruption; mark the worker stopped."""
         self._stopping = True
-        self.runner.stop(timeout=timeout)
-        self._heartbeat.stop()
-        self._sweeper.stop()
-        try:
-            self.store.stop_worker(self.identity)
-        except Exception:
-            log.warning("could not mark the worker stopped", exc_info=True)
+        self.life.stop(timeout=timeout)
 
     def __enter__(self) -> PythonWorker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def _beat(self) -> None:
-        self.store.heartbeat_worker(self.identity, free_gpus=len(self.runner.gpus.free()))
 
     def _run(self, claimed: Claimed) -> Exit:
         function = self.kinds.get(claimed.job.kind)

@@ -21,9 +21,9 @@ from jobqueue.reads import Reads
 from jobqueue.records import Job, Team
 from jobqueue.settings import Settings
 from jobqueue.specs import DEFAULT_TEAM, JobSpec, TeamSpec, config_json
-from jobqueue.states import Action, Cause, JobStatus
+from jobqueue.states import Action, JobStatus
 from jobqueue.sweeps import SweepActions
-from jobqueue.transitions import apply_transition, record_event
+from jobqueue.transitions import apply_transition
 
 
 class JobQueue(SweepActions, Reads):
@@ -80,9 +80,7 @@ class JobQueue(SweepActions, Reads):
                 if job.request_fingerprint != params["request_fingerprint"]:
                     raise IdempotencyConflict(spec.idempotency_key or "", job.id)
                 return self._one_with_wait(conn, job), False
-            job = Job.from_row(row)
-            record_event(conn, job.id, None, status, Cause.SUBMIT.value, actor, None)
-            return self._one_with_wait(conn, job), True
+            return self._one_with_wait(conn, Job.from_row(row)), True
 
     # -- teams ----------------------------------------------------------------
 

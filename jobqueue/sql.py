@@ -29,18 +29,25 @@ TEAM_STANDING_IF_NEW = """
         ON CONFLICT (team) DO NOTHING
     )"""
 
-# Submit a job (its team's standing row first); with an idempotency_key already used,
-# inserts nothing.
+# Submit a job with its submit event (its team's standing row first), one round trip;
+# with an idempotency_key already used, inserts nothing.
 INSERT_JOB = text(f"""
-    WITH {TEAM_STANDING_IF_NEW}
-    INSERT INTO jobs (name, kind, config, status, pool, team, owner, gpus, priority, queued_at,
-                      not_before, max_attempts, max_interruptions, max_runtime_seconds,
-                      preemptible, idempotency_key, request_fingerprint)
-    VALUES (:name, :kind, CAST(:config AS jsonb), CAST(:status AS job_status), :pool, :team,
-            :owner, :gpus, :priority, now(), :not_before, :max_attempts, :max_interruptions,
-            :max_runtime_seconds, :preemptible, :idempotency_key, :request_fingerprint)
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING *
+    WITH {TEAM_STANDING_IF_NEW}, created AS (
+        INSERT INTO jobs (name, kind, config, status, pool, team, owner, gpus, priority,
+                          queued_at, not_before, max_attempts, max_interruptions,
+                          max_runtime_seconds, preemptible, idempotency_key,
+                          request_fingerprint)
+        VALUES (:name, :kind, CAST(:config AS jsonb), CAST(:status AS job_status), :pool, :team,
+                :owner, :gpus, :priority, now(), :not_before, :max_attempts,
+                :max_interruptions, :max_runtime_seconds, :preemptible, :idempotency_key,
+                :request_fingerprint)
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING *
+    ), logged AS (
+        INSERT INTO job_events (job_id, from_status, to_status, action, actor)
+        SELECT id, NULL, status, 'submit', :owner FROM created
+    )
+    SELECT * FROM created
 """)
 
 # Every team an admin set up or that has jobs or recent usage, by name: its row (share 1

@@ -22,13 +22,11 @@ from uuid import UUID
 from sqlalchemy import Engine
 
 from jobqueue.db import make_engine
-from jobqueue.looper import Looper
-from jobqueue.migrate import require_head
 from jobqueue.outcomes import Exit, StopCause
 from jobqueue.records import Claimed
 from jobqueue.runner import SlotRunner
 from jobqueue.settings import Settings
-from jobqueue.sweeper import sweep_expired_leases
+from jobqueue.worker_life import WorkerLife
 from jobqueue.worker_store import Renewal, WorkerIdentity, WorkerStore
 from worker.gpus import GpuInventory
 from worker.kinds import Kind
@@ -95,28 +93,12 @@ class WorkerDaemon:
         self._jobs: dict[UUID, JobProcess] = {}
         self._lock = threading.Lock()
         self._shutting_down = False
-        self._heartbeat = Looper("heartbeat", self.heartbeat, settings.heartbeat_seconds)
-        self._sweeper = Looper(
-            "lease-sweep", lambda: sweep_expired_leases(self.engine), settings.sweep_seconds
-        )
+        self.life = WorkerLife(self.store, self.identity, self.runner, devices=config.gpus.devices)
 
     # -- life cycle ------------------------------------------------------------------
 
     def start(self) -> WorkerDaemon:
-        require_head(self.engine)
-        killed = self.leftovers.remove_all()
-        if killed:
-            log.warning("removed %d job process group(s) left by a previous run", killed)
-        for job in self.store.requeue_orphans(self.identity):
-            log.warning("job %s left running by a previous run is now %s", job.id,
-                        job.status.value)  # fmt: skip
-        self.store.heartbeat_worker(
-            self.identity, free_gpus=len(self.config.gpus.ids),
-            devices=self.config.gpus.devices(), restarted=True,
-        )  # fmt: skip
-        self._heartbeat.start()
-        self._sweeper.start()
-        self.runner.start()
+        self.life.start(before_requeue=self._remove_leftovers)
         log.info(
             "worker %s: pools %s, kinds %s, GPUs %s (%s), %d slots",
             self.config.name, ",".join(self.config.pools), ",".join(self.identity.kinds) or "-",
@@ -127,14 +109,13 @@ class WorkerDaemon:
     def stop(self) -> None:
         """Stop claiming, ask running jobs to checkpoint and stop, hand them back."""
         log.info("worker %s stopping: handing back %d job(s)", self.config.name, len(self._jobs))
-        self.runner.stop(timeout=30)
-        self._heartbeat.stop()
-        self._sweeper.stop()
-        try:
-            self.store.stop_worker(self.identity)
-        except Exception:
-            log.warning("could not mark the worker stopped", exc_info=True)
+        self.life.stop(timeout=30)
         self.engine.dispose()
+
+    def _remove_leftovers(self) -> None:
+        killed = self.leftovers.remove_all()
+        if killed:
+            log.warning("removed %d job process group(s) left by a previous run", killed)
 
     def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""
@@ -144,12 +125,6 @@ class WorkerDaemon:
         self.start()
         stop.wait()
         self.stop()
-
-    def heartbeat(self) -> None:
-        self.store.heartbeat_worker(
-            self.identity, free_gpus=len(self.runner.gpus.free()),
-            devices=self.config.gpus.devices(),
-        )  # fmt: skip
 
     # -- hooks of the claim loop -------------------------------------------------------
 
