@@ -63,9 +63,7 @@ def transition_update(
     if fenced:
         params["fence_token"] = lease_token
     shape = _shape(values, params)
-    statement = _shaped_transition_update(
-        from_status, to_status, shape, capture_log_tail, fenced, False
-    )
+    statement = _shaped_transition_update(from_status, to_status, shape, capture_log_tail, fenced)
     return statement, params
 
 
@@ -139,10 +137,9 @@ def _shaped_transition_update(
     shape: tuple[tuple[str, str], ...],
     capture_log_tail: bool,
     fenced: bool,
-    many: bool,
 ) -> Update:
     values = {key: _column_value(key, how) for key, how in shape}
-    return _transition_update(from_status, to_status, values, capture_log_tail, fenced, many)
+    return _transition_update(from_status, to_status, values, capture_log_tail, fenced)
 
 
 def _column_value(key: str, how: str) -> Any:

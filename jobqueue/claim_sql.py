@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from jobqueue.sql import claimable
+
 # Claim candidates: claimable queued jobs of these pools and kinds that could fit the
 # free GPUs (forced ones too: they may hold others back), in claim order, locked; each
 # carries whether the scheduling pass planned it to start here by now. Always at least
@@ -42,8 +44,7 @@ _CLAIM_CANDIDATES = """
             SELECT j.id, COALESCE(j.forced_at, 'infinity'::timestamptz) AS forced_key,
                    -j.priority AS neg_priority, j.queued_at
             FROM jobs j
-            WHERE j.status = 'queued' AND NOT j.sweep_held AND j.pool = p.pool AND j.team = s.team
-              AND j.kind = ANY(:kinds) AND (j.not_before IS NULL OR j.not_before <= now())
+            WHERE {claimable} AND j.pool = p.pool AND j.team = s.team AND j.kind = ANY(:kinds)
               AND (j.gpus <= :free_gpus OR j.forced_at IS NOT NULL)
             ORDER BY COALESCE(j.forced_at, 'infinity'::timestamptz), -j.priority,
                      j.queued_at, j.id
@@ -59,7 +60,7 @@ _CLAIM_CANDIDATES = """
                    COALESCE((SELECT e.starts_at <= now() AND e.worker_name = :worker
                              FROM expected_starts e WHERE e.job_id = j.id), false)
                        AS planned_now
-            FROM jobs j WHERE j.id = p.id AND j.status = 'queued' AND NOT j.sweep_held
+            FROM jobs j WHERE j.id = p.id AND {claimable}
             FOR NO KEY UPDATE SKIP LOCKED
         ) c
         ORDER BY p.forced_key, p.neg_priority, p.fair_queued_at, p.id
@@ -78,9 +79,9 @@ _CLAIM_CANDIDATES = """
     FROM (SELECT) AS one LEFT JOIN locked ON true
     ORDER BY locked.forced_key, locked.neg_priority, locked.fair_queued_at, locked.id
 """
-CLAIM_CANDIDATES = text(_CLAIM_CANDIDATES.format(team_lock=""))
+CLAIM_CANDIDATES = text(_CLAIM_CANDIDATES.format(team_lock="", claimable=claimable()))
 CLAIM_CANDIDATES_PAST_LOCKED = text(
-    _CLAIM_CANDIDATES.format(team_lock="FOR NO KEY UPDATE OF j SKIP LOCKED")
+    _CLAIM_CANDIDATES.format(team_lock="FOR NO KEY UPDATE OF j SKIP LOCKED", claimable=claimable())
 )
 
 # The teams among :teams with a quota in one of :pools, locked in name order: claimers of
@@ -103,7 +104,7 @@ TEAM_GPUS_RUNNING = text("""
 # Their reservations and expected starts stay until the next pass rewrites them (every
 # reader takes only those of queued jobs): deleting them here would wait for a pass that
 # is rewriting them.
-CLAIM_JOBS = text("""
+CLAIM_JOBS = text(f"""
     WITH chosen AS (
         SELECT * FROM jsonb_to_recordset(CAST(:assignments AS jsonb))
             AS a(id uuid, gpu_ids int[])
@@ -114,7 +115,7 @@ CLAIM_JOBS = text("""
             lease_expires_at = now() + make_interval(secs => :lease_seconds),
             started_at = now(), updated_at = now(), not_before = NULL
         FROM chosen
-        WHERE j.id = chosen.id AND j.status = 'queued' AND NOT j.sweep_held
+        WHERE j.id = chosen.id AND {claimable()}
         RETURNING j.*
     ), logged AS (
         INSERT INTO job_events (job_id, from_status, to_status, action, actor, reason)

@@ -36,6 +36,8 @@ from jobqueue.states import JobStatus
 from jobqueue.sweep_specs import SweepPatch, SweepSpec
 
 M = TypeVar("M", bound=BaseModel)
+#: A listing's answer: a page of items and the cursor of the next one.
+Paged = models.JobList | models.SweepList
 
 #: The statuses a job stays in: ``wait`` returns once it leaves them.
 FINISHED = frozenset(s.value for s in JobStatus if s.finished)
@@ -105,12 +107,7 @@ class Client:
                                   "q": name_contains}  # fmt: skip
         if status is not None:
             params["status"] = [status] if isinstance(status, str) else list(status)
-        while True:
-            page = self._call(models.JobList, "GET", "/api/training", params=params)
-            yield from page.items
-            if page.next_cursor is None:
-                return
-            params["cursor"] = page.next_cursor
+        yield from self._pages(models.JobList, "/api/training", params)
 
     def events(self, job_id: UUID | str) -> list[models.Event]:
         return self._call(models.EventList, "GET", f"/api/training/{job_id}/events").items
@@ -214,12 +211,7 @@ class Client:
 
     def sweeps(self, *, team: str | None = None, page_size: int = 200) -> Iterator[models.Sweep]:
         params: dict[str, Any] = {"limit": page_size, "team": team}
-        while True:
-            page = self._call(models.SweepList, "GET", "/api/sweeps", params=params)
-            yield from page.items
-            if page.next_cursor is None:
-                return
-            params["cursor"] = page.next_cursor
+        yield from self._pages(models.SweepList, "/api/sweeps", params)
 
     def sweep_jobs(
         self, sweep_id: UUID | str, *, sort: str = "index", descending: bool = False,
@@ -264,6 +256,15 @@ class Client:
         return self._call(models.TeamList, "GET", "/api/teams").items
 
     # -- plumbing ---------------------------------------------------------------
+
+    def _pages(self, model: type[Paged], path: str, params: dict[str, Any]) -> Iterator[Any]:
+        """Every item of a listing, following its ``next_cursor`` page after page."""
+        while True:
+            page = self._call(model, "GET", path, params=params)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            params = {**params, "cursor": page.next_cursor}
 
     def _act(self, job_id: UUID | str, action: str, body: dict[str, Any]) -> models.Job:
         return self._call(models.Job, "POST", f"/api/training/{job_id}/{action}", json=body)

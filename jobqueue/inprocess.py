@@ -114,10 +114,8 @@ class PythonWorker:
         listen: bool = True,
     ):
         settings = queue.settings
-        self.engine = queue.engine
-        self.settings = settings
         self.kinds = dict(kinds)
-        self.store = WorkerStore(self.engine, settings)
+        self.store = WorkerStore(queue.engine, settings)
         self.identity = WorkerIdentity(
             name=name or f"{socket.gethostname()}-python", pools=tuple(pools),
             kinds=tuple(sorted(self.kinds)), gpu_ids=tuple(gpus),

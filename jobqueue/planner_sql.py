@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from jobqueue.sql import CLAIM_KEY_OF_J, QUEUE_MARK_EVERY, WORKER_ALIVE
+from jobqueue.sql import CLAIM_KEY_OF_J, QUEUE_MARK_EVERY, WORKER_ALIVE, claimable
 
 # Only one process plans at a time; the others skip the pass (held until commit).
 TRY_PLAN_LOCK = text("SELECT pg_try_advisory_xact_lock(7242674513380352)")
@@ -102,21 +102,19 @@ PLAN_QUEUE = text(f"""
            j.max_runtime_seconds AS limit_s, j.team, j.priority,
            EXTRACT(EPOCH FROM j.queued_at)::float AS queued_at
     FROM jobs j
-    WHERE j.status = 'queued' AND NOT j.sweep_held AND j.pool = :pool
-      AND (j.not_before IS NULL OR j.not_before <= now())
+    WHERE {claimable()} AND j.pool = :pool
     ORDER BY {CLAIM_KEY_OF_J}
     LIMIT :depth
 """)
 
 # The pool's longest-waiting claimable job that needs GPUs (the plan protects it too, so
 # that a job that fair share keeps behind others still reaches a reservation).
-PLAN_OLDEST = text("""
+PLAN_OLDEST = text(f"""
     SELECT j.id, j.name, j.gpus, j.kind, j.forced_at IS NOT NULL AS forced,
            j.max_runtime_seconds AS limit_s, j.team, j.priority,
            EXTRACT(EPOCH FROM j.queued_at)::float AS queued_at
     FROM jobs j
-    WHERE j.status = 'queued' AND NOT j.sweep_held AND j.pool = :pool AND j.gpus > 0
-      AND (j.not_before IS NULL OR j.not_before <= now())
+    WHERE {claimable()} AND j.pool = :pool AND j.gpus > 0
     ORDER BY j.queued_at, j.id
     LIMIT 1
 """)
@@ -166,8 +164,7 @@ WRITE_QUEUE_MARKS = text(f"""
                row_number() OVER (PARTITION BY pool, team
                                   ORDER BY COALESCE(forced_at, 'infinity'::timestamptz),
                                            -priority, queued_at, id) AS rank
-        FROM jobs
-        WHERE status = 'queued' AND NOT sweep_held AND (not_before IS NULL OR not_before <= now())
+        FROM jobs WHERE {claimable("jobs")}
     ), written AS (
         INSERT INTO queue_marks (pool, team, forced_key, neg_priority, queued_at, job_id, rank)
         SELECT pool, team, forced_key, neg_priority, queued_at, id, rank FROM ranked

@@ -16,6 +16,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from jobqueue.states import Cause
+
+
+def claimable(job: str = "j") -> str:
+    """The condition on job ``job`` (an alias, or ``jobs``) that a claim may take it now:
+    queued, not held back by its sweep, past its ``not_before``. Every statement that
+    reads claimable jobs says it this way: its first two terms are the predicate of the
+    claim's partial indexes (:data:`jobqueue.schema.CLAIMABLE_ROWS`), which a query must
+    state to be planned on them."""
+    return (
+        f"{job}.status = 'queued' AND NOT {job}.sweep_held"
+        f" AND ({job}.not_before IS NULL OR {job}.not_before <= now())"
+    )
+
+
 # A submit's CTE ``standing``: the team :team gets a standing row if it has none (the
 # claim reads the teams in play from team_standing), with factor 1 and the lead
 # :new_team_lead until the next pass; the NOT EXISTS first, so that a submit never waits
@@ -45,7 +60,7 @@ INSERT_JOB = text(f"""
         RETURNING *
     ), logged AS (
         INSERT INTO job_events (job_id, from_status, to_status, action, actor)
-        SELECT id, NULL, status, 'submit', :owner FROM created
+        SELECT id, NULL, status, '{Cause.SUBMIT.value}', :owner FROM created
     )
     SELECT * FROM created
 """)
@@ -231,8 +246,7 @@ QUEUE_ORDER = text(f"""
     SELECT j.id, j.name, j.pool, j.kind, j.gpus, j.priority, j.forced_at IS NOT NULL AS forced,
            row_number() OVER (PARTITION BY j.pool ORDER BY {CLAIM_KEY_OF_J}) AS position
     FROM jobs j
-    WHERE j.status = 'queued' AND NOT j.sweep_held AND j.pool = ANY(:pools)
-      AND (j.not_before IS NULL OR j.not_before <= now())
+    WHERE {claimable()} AND j.pool = ANY(:pools)
     ORDER BY j.pool, position
 """)
 
@@ -252,9 +266,7 @@ _BOUND_IN_TEAM_S = """(
     j.id)"""
 _KEY_IN_TEAM_OF_A = """(
     COALESCE(a.forced_at, 'infinity'::timestamptz), -a.priority, a.queued_at, a.id)"""
-_CLAIMABLE_A_OF_TEAM_S = """
-    a.status = 'queued' AND NOT a.sweep_held AND a.pool = j.pool AND a.team = s.team
-    AND (a.not_before IS NULL OR a.not_before <= now())"""
+_CLAIMABLE_A_OF_TEAM_S = f"{claimable('a')} AND a.pool = j.pool AND a.team = s.team"
 
 # How many claimable queued jobs of its pool are ahead of the job ``j`` in claim order,
 # counted up to :exact_positions and no further: team by team (every team in play has a
@@ -307,8 +319,7 @@ _ESTIMATED_AHEAD_OF_J = f"""
 _AHEAD_OF_J_LATERAL = f"""
     LEFT JOIN LATERAL (
         SELECT ({_EXACT_AHEAD_OF_J}) AS n
-        WHERE j.status = 'queued' AND NOT j.sweep_held
-          AND (j.not_before IS NULL OR j.not_before <= now())
+        WHERE {claimable()}
           {{only}}
     ) ahead ON true
 """
@@ -323,17 +334,13 @@ QUEUE_ORDER_OF = text(f"""
                AS ahead_estimate
     FROM jobs j
     {_AHEAD_OF_J_LATERAL.format(only="AND j.id = ANY(:ids)")}
-    WHERE j.status = 'queued' AND NOT j.sweep_held AND j.pool = ANY(:pools)
-      AND (j.not_before IS NULL OR j.not_before <= now())
+    WHERE {claimable()} AND j.pool = ANY(:pools)
       AND (j.forced_at IS NOT NULL OR j.id = ANY(:ids))
     ORDER BY j.pool, {CLAIM_KEY_OF_J}
 """)
 
 # Pools that have claimable queued jobs.
-QUEUED_POOLS = text("""
-    SELECT DISTINCT pool FROM jobs
-    WHERE status = 'queued' AND NOT sweep_held AND (not_before IS NULL OR not_before <= now())
-""")
+QUEUED_POOLS = text(f"SELECT DISTINCT pool FROM jobs WHERE {claimable('jobs')}")
 
 # Jobs counted by status and pool, for the metrics endpoint.
 JOB_COUNTS = text("""
@@ -341,10 +348,9 @@ JOB_COUNTS = text("""
 """)
 
 # Per pool, how long the oldest claimable queued job has waited.
-OLDEST_QUEUED = text("""
+OLDEST_QUEUED = text(f"""
     SELECT pool, EXTRACT(EPOCH FROM now() - min(queued_at))::float AS age_seconds
-    FROM jobs
-    WHERE status = 'queued' AND NOT sweep_held AND (not_before IS NULL OR not_before <= now())
+    FROM jobs WHERE {claimable("jobs")}
     GROUP BY pool
 """)
 
@@ -444,9 +450,8 @@ JOB_WITH_WAIT = text(f"""
                           'priority', f.priority)
                       ORDER BY f.forced_at, -f.priority, f.queued_at, f.id)
                FROM jobs f
-               WHERE f.status = 'queued' AND NOT f.sweep_held AND f.pool = j.pool
-                 AND f.forced_at IS NOT NULL
-                 AND (f.not_before IS NULL OR f.not_before <= now())) END AS wait_forced,
+               WHERE {claimable("f")} AND f.pool = j.pool AND f.forced_at IS NOT NULL)
+               END AS wait_forced,
            CASE WHEN j.status = 'queued' THEN ({_LIVE_WORKERS_JSON}) END AS live_workers,
            CASE WHEN j.status = 'queued' THEN ({_SCHEDULING_JSON}) END AS scheduling,
            CASE WHEN j.status = 'queued' THEN (

@@ -12,6 +12,7 @@ import functools
 from sqlalchemy import TextClause, text
 
 from jobqueue.sql import TEAM_STANDING_IF_NEW
+from jobqueue.states import Cause
 from jobqueue.sweep_specs import SWEEP_JOB_ORDERS
 
 # Create a sweep's row; with an idempotency_key already used, inserts nothing.
@@ -51,7 +52,7 @@ INSERT_SWEEP_JOBS = text(f"""
         RETURNING id, sweep_index, status
     ), logged AS (
         INSERT INTO job_events (job_id, from_status, to_status, action, actor, reason)
-        SELECT id, NULL, status, 'submit', :owner, :reason FROM created
+        SELECT id, NULL, status, '{Cause.SUBMIT.value}', :owner, :reason FROM created
     )
     SELECT id, sweep_index FROM created
 """)
@@ -62,11 +63,15 @@ JOBS_BY_IDEMPOTENCY_KEYS = text("""
     WHERE idempotency_key = ANY(CAST(:keys AS text[]))
 """)
 
-# A reported metric of a job ``j`` as a number, null when absent or not a number.
-_METRIC_OF_J = """
-    CASE WHEN jsonb_typeof(j.progress -> 'metrics' -> (s.objective ->> 'metric')) = 'number'
-         THEN (j.progress -> 'metrics' ->> (s.objective ->> 'metric'))::float8 END
-"""
+
+def _metric_of_j(name: str) -> str:
+    """A job ``j``'s latest reported metric ``name`` (an SQL text expression) as a
+    number; null when absent or not a number."""
+    return (
+        f"CASE WHEN jsonb_typeof(j.progress -> 'metrics' -> ({name})) = 'number'"
+        f" THEN (j.progress -> 'metrics' ->> ({name}))::float8 END"
+    )
+
 
 # What a sweep's summary shows besides its row: its jobs counted by status, those its
 # cap holds back, and its best job by the objective's metric (the latest report each).
@@ -80,7 +85,8 @@ _SUMMARY_COLUMNS = f"""
     CASE WHEN s.objective IS NOT NULL THEN (
         SELECT jsonb_build_object('job_id', b.id, 'index', b.sweep_index, 'name', b.name,
                                   'metric', s.objective ->> 'metric', 'value', b.value)
-        FROM (SELECT j.id, j.sweep_index, j.name, {_METRIC_OF_J} AS value
+        FROM (SELECT j.id, j.sweep_index, j.name,
+                     {_metric_of_j("s.objective ->> 'metric'")} AS value
               FROM jobs j WHERE j.sweep_id = s.id) b
         WHERE b.value IS NOT NULL
         ORDER BY CASE WHEN s.objective ->> 'mode' = 'max' THEN -b.value ELSE b.value END,
@@ -105,8 +111,9 @@ SWEEPS = text(f"""
 # A sweep's count of its own jobs, when some bulk items named existing jobs instead.
 SET_JOB_COUNT = text("UPDATE sweeps SET job_count = :n WHERE id = :id")
 
-# A sweep's row, locked: a change of its cap or a bulk action's admissions wait here.
-LOCK_SWEEP = text("SELECT * FROM sweeps WHERE id = :id FOR UPDATE")
+# A sweep's own row (its team, its job count): what a check before an action reads,
+# rather than the summary.
+SWEEP_ROW = text("SELECT * FROM sweeps WHERE id = :id")
 
 # The sweep's jobs in these statuses, locked in id order (so that two bulk actions on one
 # sweep never deadlock), each with whether its lease is valid (as sql.LOCK_JOB).
@@ -117,7 +124,8 @@ LOCK_SWEEP_JOBS = text("""
     FOR UPDATE
 """)
 
-# Change a sweep's cap (the caller holds its row lock).
+# Change a sweep's cap; its row lock then orders this change against the triggers'
+# admissions until the transaction ends.
 SET_MAX_RUNNING = text("""
     UPDATE sweeps SET max_running = :max_running, updated_at = now() WHERE id = :id
 """)
@@ -163,13 +171,7 @@ def sweep_jobs(sort: str, descending: bool) -> TextClause:
     """A page of a sweep's jobs (:limit from :offset) with their configs and latest
     metrics, ordered by ``sort``: ``index``, ``status``, ``progress`` or ``metric`` (the
     reported metric :metric; jobs without it last)."""
-    if sort == "metric":
-        order = (
-            "CASE WHEN jsonb_typeof(j.progress -> 'metrics' -> CAST(:metric AS text)) = 'number'"
-            " THEN (j.progress -> 'metrics' ->> CAST(:metric AS text))::float8 END"
-        )
-    else:
-        order = _JOB_ORDERS[sort]
+    order = _metric_of_j("CAST(:metric AS text)") if sort == "metric" else _JOB_ORDERS[sort]
     direction = "DESC" if descending else "ASC"
     return text(f"""
         SELECT j.id, j.sweep_index, j.name, j.status::text AS status, j.config, j.progress,

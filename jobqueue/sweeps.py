@@ -16,7 +16,7 @@ import json
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, RowMapping
 
 from jobqueue import sweep_sql
 from jobqueue.errors import (
@@ -123,7 +123,9 @@ class SweepActions:
             found = _existing(conn, items, made)
             if found:
                 conn.execute(sweep_sql.SET_JOB_COUNT, {"id": sweep_id, "n": len(made)})
-            if spec.max_running is not None:
+            if found and spec.max_running is not None:
+                # _rows admitted the first max_running queued items, but some of them
+                # name jobs of another sweep: admit this sweep's own instead.
                 conn.execute(
                     sweep_sql.REBALANCE_SWEEP, {"id": sweep_id, "max_running": spec.max_running}
                 )
@@ -209,7 +211,7 @@ class SweepActions:
         """A page of the sweep's table: each job's config beside its latest metrics,
         ordered by ``sort`` (see :func:`jobqueue.sweep_sql.sweep_jobs`)."""
         with self.engine.connect() as conn:
-            _summary(conn, sweep_id)  # raises SweepNotFound
+            _row(conn, sweep_id)  # raises SweepNotFound
             rows = conn.execute(
                 sweep_sql.sweep_jobs(sort, descending),
                 {"id": sweep_id, "limit": limit, "offset": offset, "metric": metric},
@@ -238,9 +240,8 @@ class SweepActions:
                     conn, sweep_id, Action.PATCH, actor, options
                 )
             else:
-                self._check_team(_summary(conn, sweep_id))
+                self._check_team(_row(conn, sweep_id))
             if patch.changes_cap:
-                conn.execute(sweep_sql.LOCK_SWEEP, {"id": sweep_id})
                 params = {"id": sweep_id, "max_running": patch.max_running}
                 conn.execute(sweep_sql.SET_MAX_RUNNING, params)
                 conn.execute(sweep_sql.REBALANCE_SWEEP, params)
@@ -254,7 +255,7 @@ class SweepActions:
         actor: str,
         options: dict[str, Any],
     ) -> tuple[int, int, int]:
-        sweep = _summary(conn, sweep_id)
+        sweep = _row(conn, sweep_id)
         self._check_team(sweep)
         statuses = [s.value for s in _BULK_FROM.get(action, ALLOWED_FROM[action])]
         rows = conn.execute(sweep_sql.LOCK_SWEEP_JOBS, {"id": sweep_id, "statuses": statuses})
@@ -272,11 +273,19 @@ class SweepActions:
             changes.append((job, transition))
         written = apply_many(conn, changes, actor=actor)
         requested = sum(1 for _, status in written if status is JobStatus.RUNNING)
-        return len(written) - requested, requested, sweep.job_count - len(written)
+        return len(written) - requested, requested, sweep["job_count"] - len(written)
 
-    def _check_team(self, sweep: Sweep) -> None:
-        if self.team_only is not None and sweep.team != self.team_only:
-            raise OtherTeam(sweep.id, sweep.team, self.team_only, what="sweep")
+    def _check_team(self, sweep: RowMapping) -> None:
+        if self.team_only is not None and sweep["team"] != self.team_only:
+            raise OtherTeam(sweep["id"], sweep["team"], self.team_only, what="sweep")
+
+
+def _row(conn: Connection, sweep_id: UUID) -> RowMapping:
+    """The sweep's own row, without the summary's counts (which read all its jobs)."""
+    row = conn.execute(sweep_sql.SWEEP_ROW, {"id": sweep_id}).mappings().first()
+    if row is None:
+        raise SweepNotFound(sweep_id)
+    return row
 
 
 def _summary(conn: Connection, sweep_id: UUID) -> Sweep:

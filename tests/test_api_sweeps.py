@@ -3,7 +3,6 @@ per-item errors, idempotent repeats, the summary and table, bulk actions and tea
 
 from __future__ import annotations
 
-import time
 from uuid import uuid4
 
 import pytest
@@ -127,14 +126,12 @@ def test_team_rules_and_unknown_sweeps(sweeps_api):
     error_of(api.request("GET", "/api/sweeps/nope", token=VIEW), 400, "bad_id")
 
 
-def test_a_sweep_of_10000_jobs_is_one_request_of_a_few_seconds(sweeps_api):
-    """The size limit, not a timing target (the benchmark measures speed): 10,000 configs
-    in one body over the routes' usual 1 MiB, accepted and all created."""
+def test_a_sweep_of_10000_jobs_is_one_request_over_the_usual_body_limit(sweeps_api):
+    """The size limit, not a timing target (benchmarks/sweep_bench.py measures speed):
+    10,000 configs in one body over the routes' usual 1 MiB, accepted and all created."""
     api = sweeps_api
     configs = [{"lr": i / 10_000, "seed": i, "tag": "x" * 100} for i in range(10_000)]
-    started = time.monotonic()
     body = submit(api, {"name": "big", "job": JOB, "configs": configs})
     assert len(body["jobs"]) == 10_000 and api.count_jobs() == 10_000
-    assert time.monotonic() - started < 60
     cancel = api.request("POST", f"/api/sweeps/{body['sweep']['id']}/cancel", token=ALICE)
     assert cancel.get_json()["changed"] == 10_000

@@ -30,6 +30,7 @@ from jobqueue.queue import JobQueue
 from jobqueue.schema import metadata
 from jobqueue.settings import Settings
 from jobqueue.states import JobStatus
+from jobqueue.sweep_specs import SweepSpec
 from jobqueue.testing import DatabaseFactory
 from jobqueue.worker_store import WorkerIdentity, WorkerStore
 from tests.helpers import spec
@@ -558,6 +559,18 @@ def test_held_job_notifies_only_when_released(queue, database_url):
         assert wait_for(listener, 0.5) == []  # pending: nothing to claim yet
         queue.release(job.id, actor="op")
         assert wait_for(listener, 5.0) == [(JOBS_CHANNEL, "held")]
+
+
+def test_a_job_its_sweep_lets_in_notifies_and_a_finished_one_does_not(queue, database_url):
+    body = {"name": "s", "max_running": 1, "job": {"kind": "train", "pool": "swept"},
+            "configs": [{}, {}]}  # fmt: skip
+    done = queue.submit_sweep(SweepSpec.model_validate(body), actor="op")
+    with connect_raw(database_url) as listener:
+        listener.execute(f"LISTEN {JOBS_CHANNEL}")
+        queue.cancel(done.items[0].id, actor="op")  # ends; the held job joins the queue
+        assert wait_for(listener, 5.0) == [(JOBS_CHANNEL, "swept")]
+        queue.cancel(done.items[1].id, actor="op")
+        assert wait_for(listener, 0.5) == []
 
 
 def test_request_on_running_job_notifies_its_worker(queue, store, worker, database_url):

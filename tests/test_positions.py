@@ -134,3 +134,11 @@ def test_the_pass_rewrites_the_marks_only_when_they_are_due(queue, engine, setti
     assert run_pass(engine, often, force=True) is not None
     remaining = 2 * PER_TEAM - 100
     assert marks()[0] == 2 * ((remaining // 2) // QUEUE_MARK_EVERY)
+
+
+def test_the_command_line_marks_an_estimated_position():
+    from jobqueue.cli import _place
+
+    assert _place({"queue_position": 7, "queue_position_estimate": 7}) == "#7"
+    assert _place({"queue_position": None, "queue_position_estimate": 901}) == "~#901"
+    assert _place({"queue_position": None, "queue_position_estimate": None}) == ""

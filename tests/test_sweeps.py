@@ -201,6 +201,23 @@ def test_the_cap_holds_under_concurrent_claimers(queue, store, engine):
     assert max(running for running, _ in seen) >= 2
 
 
+def test_a_capped_bulk_admits_its_own_jobs_when_some_items_name_existing_ones(queue, store,
+                                                                              worker):  # fmt: skip
+    first = SweepSpec.model_validate({"name": "a", "jobs": [{"name": "x", **TRAIN,
+                                      "idempotency_key": "x"}]})  # fmt: skip
+    queue.submit_sweep(first, actor=ACTOR)
+    jobs = [{"name": "x", **TRAIN, "idempotency_key": "x"}, {"name": "y", **TRAIN},
+            {"name": "z", **TRAIN}]  # fmt: skip
+    done = queue.submit_sweep(
+        SweepSpec.model_validate({"name": "b", "max_running": 1, "jobs": jobs}), actor=ACTOR
+    )
+    # Item 0 is the other sweep's job: of this sweep's own two, one runs, one waits.
+    assert done.sweep.held == 1 and done.sweep.job_count == 2
+    assert statuses(queue, done.sweep.id) == {1: "queued", 2: "queued"}
+    [claimed] = [c for c in claim_all(store, worker) if c.job.sweep_id == done.sweep.id]
+    assert claimed.job.sweep_index == 1
+
+
 def test_a_forced_job_starts_past_the_cap(queue, store, worker):
     done = sweep_of(queue, 4, max_running=1)
     queue.force_start(done.items[3].id, actor=ACTOR)
